@@ -1,0 +1,12 @@
+//! End-to-end tests of the `runner` binary against the real pytest projects in
+//! tests/fixtures. Each test copies its fixture into a temporary directory, so
+//! runs never write .runner/ into the repository.
+//!
+//! They need python3 on PATH with pytest (and pytest-xdist, for the
+//! `worker_id` fixture) importable; if either is missing they fail with a
+//! message saying so, they are never skipped.
+
+mod exit_codes;
+mod fidelity;
+mod reports;
+mod support;
