@@ -27,19 +27,31 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUMMARY_RE = re.compile(r"\bin \d+(?:\.\d+)?s\b")
-COUNT_RE = re.compile(r"(\d+) (failed|passed|skipped|deselected|xfailed|xpassed|errors?|warnings?|rerun)\b")
+CLOSING_RE = re.compile(r"^(?P<counts>.+?) in \d+(?:\.\d+)?s\b")
+PART_RE = re.compile(r"^(\d+) ([a-z][a-z ]*)$")
 
 
 def closing_counts(output):
-    """Counts from the last line that looks like pytest's closing line, or None."""
+    """{"passed": 3, "subtests passed": 8, ...} from pytest's closing line, or None.
+
+    The closing line is the last line shaped like `3 failed, 10 passed in 0.52s`
+    (with or without the `=====` decoration), or `no tests ran in 0.01s`.
+    """
     for line in reversed(output.splitlines()):
-        stripped = line.strip("= \t")
-        if SUMMARY_RE.search(stripped) and (COUNT_RE.search(stripped) or "no tests ran" in stripped):
-            counts = {}
-            for n, word in COUNT_RE.findall(stripped):
-                word = {"error": "errors", "warning": "warnings"}.get(word, word)
-                counts[word] = int(n)
+        m = CLOSING_RE.match(line.strip().strip("=").strip())
+        if not m:
+            continue
+        text = m.group("counts")
+        if text == "no tests ran":
+            return {}
+        counts = {}
+        for part in text.split(", "):
+            pm = PART_RE.match(part)
+            if not pm:
+                break
+            word = {"error": "errors", "warning": "warnings"}.get(pm.group(2), pm.group(2))
+            counts[word] = int(pm.group(1))
+        else:
             return counts
     return None
 
