@@ -1,0 +1,383 @@
+"""runner's Python side: a pytest plugin plus the zygote and worker loops.
+
+The host starts one interpreter (the zygote) with this file. The zygote runs
+real pytest (``pytest.main``) with the user's arguments and this plugin; after
+collection the plugin takes over ``pytest_runtestloop``: it sends the
+collected tests to the host, then forks workers on request. A forked worker
+inherits the imported project and the collected items, connects back to the
+host and runs the items it is given through pytest's full
+``pytest_runtest_protocol``, streaming each test's reports as JSON.
+
+Everything crosses a unix socket as frames: a 4-byte big-endian length and a
+UTF-8 JSON object. Never pickle: the host must be able to reject a bad frame.
+"""
+
+import gc
+import json
+import os
+import platform
+import random
+import selectors
+import signal
+import socket
+import struct
+import sys
+from collections import deque
+
+import pytest
+
+# Frames above this size are a protocol error (the host enforces the same).
+MAX_FRAME = 64 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+class Channel:
+    """A framed JSON connection to the host."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self._buf = bytearray()
+
+    def send(self, message):
+        data = json.dumps(message, separators=(",", ":"), default=str).encode()
+        if len(data) > MAX_FRAME:
+            # Oversized output (say, a test printing 100 MB) must not kill
+            # the protocol: keep the head and say what was cut.
+            message = _truncated(message)
+            data = json.dumps(message, separators=(",", ":"), default=str).encode()
+        self.sock.sendall(_HEADER.pack(len(data)) + data)
+
+    def recv(self):
+        """The next message, or None when the host closed the connection."""
+        while True:
+            if len(self._buf) >= 4:
+                (size,) = _HEADER.unpack_from(self._buf)
+                if size > MAX_FRAME:
+                    raise RuntimeError(f"runner: frame of {size} bytes from host")
+                if len(self._buf) >= 4 + size:
+                    frame = bytes(self._buf[4 : 4 + size])
+                    del self._buf[: 4 + size]
+                    return json.loads(frame)
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                return None
+            self._buf += chunk
+
+    def has_buffered_frame(self):
+        if len(self._buf) < 4:
+            return False
+        (size,) = _HEADER.unpack_from(self._buf)
+        return len(self._buf) >= 4 + size
+
+    def close(self):
+        self.sock.close()
+
+
+def _truncated(message):
+    limit = 1024 * 1024
+    for report in message.get("reports", ()):
+        if len(report.get("longrepr", "")) > limit:
+            report["longrepr"] = report["longrepr"][:limit] + "\n[runner: output truncated]"
+        report["sections"] = [
+            (name, text[:limit] + ("\n[runner: output truncated]" if len(text) > limit else ""))
+            for name, text in report.get("sections", ())
+        ]
+    return message
+
+
+def _markers(item):
+    return sorted({mark.name for mark in item.iter_markers()})
+
+
+def _group(item):
+    mark = item.get_closest_marker("xdist_group")
+    if mark is None:
+        return None
+    name = mark.args[0] if mark.args else mark.kwargs.get("name")
+    return None if name is None else str(name)
+
+
+def _describe(item):
+    path, line, _ = item.location
+    return {
+        "id": item.nodeid,
+        "file": path,
+        "line": None if line is None else line + 1,
+        "markers": _markers(item),
+        "group": _group(item),
+    }
+
+
+def _serialize_report(config, report):
+    category, letter, word = config.hook.pytest_report_teststatus(report=report, config=config)
+    if isinstance(word, tuple):
+        word = word[0]
+    data = {
+        "when": report.when,
+        "outcome": report.outcome,
+        "category": category,
+        "letter": letter,
+        "word": word,
+        "duration": report.duration,
+        "longrepr": report.longreprtext if report.longrepr is not None else "",
+        "sections": [list(section) for section in report.sections],
+        "head_line": report.head_line or "",
+    }
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        data["message"] = crash.message
+    if hasattr(report, "wasxfail"):
+        data["wasxfail"] = report.wasxfail
+    if report.skipped and isinstance(report.longrepr, tuple):
+        path, lineno, reason = report.longrepr
+        data["skip"] = {"path": str(path), "line": lineno, "reason": str(reason)}
+    return data
+
+
+class RunnerPlugin:
+    """Registered in the zygote; forked workers inherit it."""
+
+    def __init__(self, socket_path):
+        self.socket_path = socket_path
+        self.collect_errors = []
+        self.deselected = 0
+        self.is_worker = False
+        self._reports = None
+
+    # --- collection (zygote) -------------------------------------------------
+
+    def pytest_configure(self, config):
+        self.config = config
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            crash = getattr(report.longrepr, "reprcrash", None)
+            self.collect_errors.append(
+                {
+                    "id": report.nodeid,
+                    "longrepr": report.longreprtext,
+                    "message": None if crash is None else crash.message,
+                }
+            )
+
+    def pytest_deselected(self, items):
+        self.deselected += len(items)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        config = session.config
+        if config.option.collectonly:
+            return None  # pytest's own loop prints the collection
+        interrupted = None
+        if session.testsfailed and not config.option.continue_on_collection_errors:
+            count = session.testsfailed
+            interrupted = f"{count} error{'s' if count != 1 else ''} during collection"
+        channel = Channel(self.socket_path)
+        channel.send({"t": "hello", "role": "zygote", "pid": os.getpid()})
+        channel.send(
+            {
+                "t": "collected",
+                "rootdir": str(config.rootpath),
+                "python": platform.python_version(),
+                "pytest": pytest.__version__,
+                "tests": [] if interrupted else [_describe(item) for item in session.items],
+                "errors": self.collect_errors,
+                "deselected": self.deselected,
+                "interrupted": interrupted,
+            }
+        )
+        if interrupted:
+            channel.close()
+            raise session.Interrupted(interrupted)
+        return Zygote(self, session, channel).serve()
+
+    # --- running (worker) ----------------------------------------------------
+
+    def pytest_runtest_logreport(self, report):
+        if self._reports is not None:
+            self._reports.append(_serialize_report(self.config, report))
+
+
+class Zygote:
+    """Waits for the host's commands and forks workers on request."""
+
+    def __init__(self, plugin, session, channel):
+        self.plugin = plugin
+        self.session = session
+        self.channel = channel
+        self.children = {}  # pid -> worker id
+
+    def serve(self):
+        # Collected objects never change again: freeze them so that forked
+        # workers share their pages instead of copying them on first GC.
+        gc.collect()
+        gc.freeze()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        selector = selectors.DefaultSelector()
+        selector.register(self.channel.sock, selectors.EVENT_READ, "host")
+        selector.register(wake_r, selectors.EVENT_READ, "child")
+        while True:
+            if not self.channel.has_buffered_frame():
+                sources = {key.data for key, _ in selector.select()}
+                if "child" in sources:
+                    os.read(wake_r, 4096)
+                    self._reap()
+                if "host" not in sources:
+                    continue
+            message = self.channel.recv()
+            if message is None or message["t"] == "shutdown":
+                break
+            if message["t"] == "fork":
+                pid = os.fork()
+                if pid == 0:
+                    selector.close()
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    self.channel.close()
+                    return Worker(self.plugin, self.session, message).serve()
+                self.children[pid] = message["worker"]
+                self.channel.send({"t": "forked", "worker": message["worker"], "pid": pid})
+        signal.set_wakeup_fd(-1)
+        self._wait_all()
+        self.channel.close()
+        return True
+
+    def _reap(self):
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._report_exit(pid, status)
+
+    def _wait_all(self):
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                return
+            self._report_exit(pid, status)
+
+    def _report_exit(self, pid, status):
+        worker = self.children.pop(pid, None)
+        if worker is None:
+            return
+        message = {"t": "worker_exited", "worker": worker, "pid": pid}
+        if os.WIFSIGNALED(status):
+            message["signal"] = os.WTERMSIG(status)
+        else:
+            message["code"] = os.waitstatus_to_exitcode(status)
+        try:
+            self.channel.send(message)
+        except OSError:
+            pass
+
+
+class Worker:
+    """Runs the items the host sends, in order, through pytest's protocol."""
+
+    def __init__(self, plugin, session, fork_message):
+        self.plugin = plugin
+        self.session = session
+        self.config = session.config
+        self.worker_id = fork_message["worker"]
+        self.worker_count = fork_message["count"]
+        self.items = {item.nodeid: item for item in session.items}
+        plugin.is_worker = True
+
+    def serve(self):
+        self._become_worker()
+        channel = Channel(self.plugin.socket_path)
+        channel.send({"t": "hello", "role": "worker", "worker": self.worker_id, "pid": os.getpid()})
+        pending = deque()
+        shutting_down = False
+        asked = False
+        while True:
+            # pytest needs the next item to know which fixtures to tear down,
+            # so an item runs once its successor is known or the host says
+            # there is nothing more (as in xdist).
+            while len(pending) >= 2 or (shutting_down and pending):
+                item = pending.popleft()
+                self._run(channel, item, pending[0] if pending else None)
+                if len(pending) < 2 and not shutting_down and not asked:
+                    channel.send({"t": "ready"})
+                    asked = True
+            if shutting_down:
+                break
+            if not asked:
+                channel.send({"t": "ready"})
+                asked = True
+            message = channel.recv()
+            if message is None or message["t"] == "shutdown":
+                shutting_down = True
+            elif message["t"] == "run":
+                pending.extend(self.items[test_id] for test_id in message["ids"])
+                asked = False
+        channel.close()
+        return True
+
+    def _become_worker(self):
+        os.environ["PYTEST_XDIST_WORKER"] = self.worker_id
+        os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(self.worker_count)
+        # What xdist's worker_id/testrun_uid fixtures and cacheprovider read.
+        self.config.workerinput = {
+            "workerid": self.worker_id,
+            "workercount": self.worker_count,
+            "testrunuid": os.environ.get("RUNNER_RUN_ID", ""),
+            "mainargv": list(sys.argv),
+        }
+        self.config.workeroutput = {}
+        # Siblings must not share the zygote's random state.
+        random.seed()
+        # The global capture's temp file is shared with the zygote and the
+        # other workers after fork; give this worker its own.
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        if capman is not None and capman._global_capturing is not None:
+            capman.stop_global_capturing()
+            capman.start_global_capturing()
+            capman.suspend_global_capture()
+
+    def _run(self, channel, item, nextitem):
+        channel.send({"t": "started", "id": item.nodeid})
+        self.plugin._reports = reports = []
+        self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        self.plugin._reports = None
+        channel.send({"t": "result", "id": item.nodeid, "reports": reports})
+
+
+class XdistCompat:
+    """The fixtures xdist provides, for suites that use them without xdist."""
+
+    @pytest.fixture(scope="session")
+    def worker_id(self, request):
+        workerinput = getattr(request.config, "workerinput", None)
+        return "master" if workerinput is None else workerinput["workerid"]
+
+    @pytest.fixture(scope="session")
+    def testrun_uid(self, request):
+        workerinput = getattr(request.config, "workerinput", None)
+        return os.environ.get("RUNNER_RUN_ID", "") if workerinput is None else workerinput["testrunuid"]
+
+
+def main(args):
+    plugin = RunnerPlugin(os.environ["RUNNER_SOCKET"])
+    plugins = [plugin]
+    try:
+        import xdist  # noqa: F401  (xdist brings its own worker_id fixture)
+    except ImportError:
+        plugins.append(XdistCompat())
+    code = pytest.main(args, plugins=plugins)
+    if plugin.is_worker:
+        # Skip atexit handlers inherited from the zygote: they belong to it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return int(code)

@@ -1,0 +1,135 @@
+//! Where results go once a worker reports them: the run log, the history,
+//! the reporter policies and the terminal, in that order, so that a result
+//! is on disk before anything else can fail.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::model::{RunEvent, TestResult};
+use crate::outcome::test_result;
+use crate::policy::Policies;
+use crate::state::{History, RunLog};
+use crate::summary::Stats;
+use crate::ui::{Problem, Summary, Terminal};
+use crate::wire::{CollectError, PhaseReport};
+
+pub struct Recorder {
+    pub terminal: Terminal,
+    pub policies: Policies,
+    pub history: History,
+    log: RunLog,
+    pub stats: Stats,
+    problems: Vec<Problem>,
+    collect_errors: Vec<CollectError>,
+    /// Things the user must know about the run itself (a plugin failed, a
+    /// worker was lost...), printed before the closing line.
+    notes: Vec<String>,
+    pub recorded: usize,
+    started: Instant,
+}
+
+impl Recorder {
+    pub fn new(terminal: Terminal, policies: Policies, history: History, log: RunLog, started: Instant) -> Recorder {
+        Recorder {
+            terminal,
+            policies,
+            history,
+            log,
+            stats: Stats::default(),
+            problems: Vec::new(),
+            collect_errors: Vec::new(),
+            notes: Vec::new(),
+            recorded: 0,
+            started,
+        }
+    }
+
+    pub fn note(&mut self, message: String) {
+        self.terminal.warn(&message);
+        self.notes.push(message);
+    }
+
+    fn log(&mut self, line: serde_json::Value) {
+        if let Err(error) = self.log.write(&line) {
+            let message = format!("could not write the run log: {error}");
+            if !self.notes.contains(&message) {
+                self.note(message);
+            }
+        }
+    }
+
+    pub fn run_started(&mut self, tests: usize, workers: u32, deselected: u32, errors: &[CollectError]) {
+        self.stats.add("deselected", deselected);
+        self.stats.add("error", errors.len() as u32);
+        self.collect_errors = errors.to_vec();
+        self.log(json!({"type": "run-started", "tests": tests, "workers": workers, "deselected": deselected}));
+        for error in errors {
+            self.log(json!({"type": "collection-error", "id": error.id, "longrepr": error.longrepr}));
+        }
+        let event = RunEvent::RunStarted { tests: tests as u32, workers };
+        self.report_event(&event);
+    }
+
+    pub fn test_finished(&mut self, id: &str, worker: &str, reports: Vec<PhaseReport>) -> TestResult {
+        let result = test_result(id, worker, &reports);
+        self.log(json!({
+            "type": "result",
+            "id": result.id,
+            "outcome": result.outcome,
+            "phases": result.phases,
+            "duration_secs": result.duration_secs,
+            "worker": result.worker,
+            "longrepr": result.longrepr,
+        }));
+        self.history.record(&result);
+        for report in &reports {
+            self.stats.add(&report.category, 1);
+        }
+        self.terminal.test_finished(&result);
+        self.report_event(&RunEvent::TestFinished(result.clone()));
+        if result.outcome.is_failure() {
+            self.problems.push(Problem { id: id.to_string(), reports });
+        }
+        self.recorded += 1;
+        result
+    }
+
+    fn report_event(&mut self, event: &RunEvent) {
+        if let Err(error) = self.policies.report(event) {
+            self.note(format!("reporter failed: {error}"));
+        }
+    }
+
+    /// Closes the run: reporters, quarantine, history, the final report.
+    /// Returns the exit code, made non-zero if a policy failed.
+    pub fn finish(mut self, mut exit_code: i32) -> i32 {
+        let elapsed = self.started.elapsed();
+        self.log(json!({"type": "run-finished", "exit_code": exit_code, "duration_secs": elapsed.as_secs_f64()}));
+        self.report_event(&RunEvent::RunFinished { exit_code, duration_secs: elapsed.as_secs_f64() });
+        if let Err(error) = self.policies.finish() {
+            self.note(format!("reporter failed: {error}"));
+            exit_code = exit_code.max(1);
+        }
+        match self.policies.decide(&self.history.all()) {
+            Ok(verdicts) => {
+                for verdict in verdicts {
+                    self.history.set_quarantined(&verdict.id, verdict.quarantined);
+                }
+            }
+            Err(error) => self.note(format!("quarantine policy failed, no quarantine changes this run: {error}")),
+        }
+        if let Err(error) = self.history.save() {
+            self.note(format!("could not save the test history: {error}"));
+        }
+        let summary = Summary {
+            collect_errors: &self.collect_errors,
+            problems: &self.problems,
+            stats: &self.stats,
+            elapsed,
+            notes: &self.notes,
+        };
+        self.terminal.finish(&summary);
+        exit_code
+    }
+}

@@ -1,0 +1,218 @@
+//! Everything the user sees in the terminal: a progress bar while tests run
+//! (stderr, only on a terminal), failures as they happen, and at the end
+//! pytest's own report: ERRORS, FAILURES, the short summary and the closing
+//! line, on stdout.
+
+use std::time::Duration;
+
+use console::{Style, Term};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::model::{Outcome, TestResult};
+use crate::summary::{Color, Stats, separator};
+use crate::wire::{CollectError, PhaseReport};
+
+/// How much the user asked to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// A test that did not pass, with the reports needed to explain it.
+pub struct Problem {
+    pub id: String,
+    pub reports: Vec<PhaseReport>,
+}
+
+/// What the final report needs to know.
+pub struct Summary<'a> {
+    pub collect_errors: &'a [CollectError],
+    pub problems: &'a [Problem],
+    pub stats: &'a Stats,
+    pub elapsed: Duration,
+    pub notes: &'a [String],
+}
+
+pub struct Terminal {
+    bar: ProgressBar,
+    stdout: Term,
+    width: usize,
+    verbosity: Verbosity,
+    failures_seen: u64,
+}
+
+impl Terminal {
+    pub fn new(verbosity: Verbosity) -> Terminal {
+        let stdout = Term::stdout();
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .or_else(|| stdout.size_checked().map(|(_, w)| w as usize))
+            .unwrap_or(80);
+        let bar = ProgressBar::hidden();
+        Terminal { bar, stdout, width, verbosity, failures_seen: 0 }
+    }
+
+    /// A note to the user on stderr, kept clear of the progress bar.
+    pub fn warn(&self, message: &str) {
+        self.bar.suspend(|| eprintln!("{} {message}", Style::new().yellow().bold().apply_to("warning:")));
+    }
+
+    pub fn header(&self, line: &str) {
+        if self.verbosity >= Verbosity::Normal {
+            self.bar.suspend(|| eprintln!("{}", Style::new().dim().apply_to(line)));
+        }
+    }
+
+    pub fn start(&mut self, total: u64) {
+        if self.verbosity == Verbosity::Quiet || !Term::stderr().is_term() {
+            return;
+        }
+        let style = ProgressStyle::with_template("{spinner:.cyan} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> ");
+        self.bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        self.bar.set_style(style);
+        self.bar.enable_steady_tick(Duration::from_millis(100));
+    }
+
+    pub fn test_finished(&mut self, result: &TestResult) {
+        self.bar.inc(1);
+        let failed = result.outcome.is_failure();
+        if failed {
+            self.failures_seen += 1;
+            self.bar.set_message(Style::new().red().apply_to(format!("{} failed", self.failures_seen)).to_string());
+        }
+        if self.verbosity == Verbosity::Verbose || (failed && self.verbosity == Verbosity::Normal) {
+            let word = result.outcome.as_str().to_uppercase();
+            let styled = outcome_style(result.outcome).apply_to(format!("{word:>8}"));
+            let line = format!("{styled} [{:>7.3}s] {} {}", result.duration_secs, result.worker, result.id);
+            self.bar.suspend(|| eprintln!("{line}"));
+        }
+    }
+
+    pub fn finish(&mut self, summary: &Summary) {
+        self.bar.finish_and_clear();
+        let mut out = String::new();
+        self.render(&mut out, summary);
+        let _ = self.stdout.write_str(&out);
+    }
+
+    fn sep(&self, out: &mut String, fill: char, title: &str, style: Style) {
+        out.push_str(&style.apply_to(separator(fill, title, self.width)).to_string());
+        out.push('\n');
+    }
+
+    fn render(&self, out: &mut String, summary: &Summary) {
+        let red = Style::new().red().bold();
+        let errors: Vec<(&Problem, &PhaseReport)> = summary
+            .problems
+            .iter()
+            .flat_map(|p| p.reports.iter().filter(|r| r.category == "error" || (r.outcome == "failed" && r.when != "call")).map(move |r| (p, r)))
+            .collect();
+        let failures: Vec<(&Problem, &PhaseReport)> = summary
+            .problems
+            .iter()
+            .flat_map(|p| p.reports.iter().filter(|r| r.outcome == "failed" && r.when == "call").map(move |r| (p, r)))
+            .collect();
+
+        if self.verbosity >= Verbosity::Normal {
+            if !summary.collect_errors.is_empty() || !errors.is_empty() {
+                self.sep(out, '=', "ERRORS", Style::new());
+                for error in summary.collect_errors {
+                    self.sep(out, '_', &format!("ERROR collecting {}", error.id), red.clone());
+                    push_block(out, &error.longrepr);
+                }
+                for (_, report) in &errors {
+                    self.sep(out, '_', &format!("ERROR at {} of {}", report.when, report.head_line), red.clone());
+                    self.report_body(out, report);
+                }
+            }
+            if !failures.is_empty() {
+                self.sep(out, '=', "FAILURES", Style::new());
+                for (_, report) in &failures {
+                    self.sep(out, '_', &report.head_line, red.clone());
+                    self.report_body(out, report);
+                }
+            }
+            let short: Vec<String> = summary
+                .collect_errors
+                .iter()
+                .map(|e| self.short_line("ERROR", &e.id, e.message.as_deref()))
+                .chain(failures.iter().map(|(p, r)| self.short_line("FAILED", &p.id, r.message.as_deref())))
+                .chain(errors.iter().map(|(p, r)| self.short_line("ERROR", &p.id, r.message.as_deref())))
+                .collect();
+            if !short.is_empty() {
+                self.sep(out, '=', "short test summary info", Style::new().cyan());
+                for line in short {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+            for note in summary.notes {
+                out.push_str(&format!("{} {note}\n", Style::new().yellow().bold().apply_to("!")));
+            }
+        }
+        let color = match summary.stats.color() {
+            Color::Green => Style::new().green(),
+            Color::Yellow => Style::new().yellow(),
+            Color::Red => Style::new().red(),
+        };
+        let closing = summary.stats.closing_line(summary.elapsed);
+        if self.verbosity == Verbosity::Quiet {
+            out.push_str(&color.apply_to(closing).to_string());
+            out.push('\n');
+        } else {
+            self.sep(out, '=', &closing, color);
+        }
+    }
+
+    fn report_body(&self, out: &mut String, report: &PhaseReport) {
+        push_block(out, &report.longrepr);
+        for (name, content) in &report.sections {
+            self.sep(out, '-', name, Style::new());
+            push_block(out, content);
+        }
+    }
+
+    /// `FAILED id - message`, the message cut to the terminal width as pytest does.
+    fn short_line(&self, word: &str, id: &str, message: Option<&str>) -> String {
+        let styled = Style::new().red().apply_to(word);
+        let mut line = format!("{styled} {id}");
+        if let Some(message) = message.map(|m| first_line(Some(m)).unwrap_or_default()) {
+            let used = word.len() + 1 + id.chars().count() + 3;
+            let room = self.width.saturating_sub(used);
+            let text: String = if message.chars().count() > room && room > 3 {
+                message.chars().take(room - 3).chain("...".chars()).collect()
+            } else {
+                message.to_string()
+            };
+            if !text.is_empty() {
+                line.push_str(" - ");
+                line.push_str(&text);
+            }
+        }
+        line
+    }
+}
+
+fn first_line(text: Option<&str>) -> Option<&str> {
+    text.and_then(|t| t.lines().find(|l| !l.trim().is_empty()))
+}
+
+fn push_block(out: &mut String, text: &str) {
+    out.push_str(text);
+    if !text.ends_with('\n') {
+        out.push('\n');
+    }
+}
+
+fn outcome_style(outcome: Outcome) -> Style {
+    match outcome {
+        Outcome::Passed => Style::new().green(),
+        Outcome::Skipped | Outcome::Xfailed | Outcome::Xpassed => Style::new().yellow(),
+        Outcome::Failed | Outcome::Error | Outcome::Hung | Outcome::Crashed => Style::new().red().bold(),
+    }
+}

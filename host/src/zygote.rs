@@ -1,0 +1,112 @@
+//! The zygote: one Python process that imports the project, runs pytest's
+//! collection once and forks the workers. This module starts it with the
+//! embedded shim and keeps what it prints, to show when it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+
+/// The shim, written next to the socket at run time.
+const SHIM_SOURCE: &str = include_str!("../python/_runner_shim.py");
+
+/// Exit status the bootstrap uses when `import pytest` fails.
+pub const NO_PYTEST_EXIT: i32 = 97;
+
+/// Loads the shim from its file, so it never shadows a module of the
+/// project, then hands the arguments to pytest.
+const BOOTSTRAP: &str = r#"
+import importlib.util, os, sys
+try:
+    import pytest
+except ImportError as error:
+    print(f"runner: cannot import pytest: {error}", file=sys.stderr)
+    sys.exit(97)
+spec = importlib.util.spec_from_file_location("_runner_shim", os.environ["RUNNER_SHIM"])
+shim = importlib.util.module_from_spec(spec)
+sys.modules["_runner_shim"] = shim
+spec.loader.exec_module(shim)
+sys.exit(shim.main(sys.argv[1:]))
+"#;
+
+/// Bytes of each stream kept: enough for any collection error or `--help`.
+const OUTPUT_LIMIT: usize = 8 * 1024 * 1024;
+
+pub struct Zygote {
+    child: Child,
+    pub pid: i32,
+    pub stdout: Arc<Mutex<Vec<u8>>>,
+    pub stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+pub struct ZygoteSpec<'a> {
+    pub python: &'a Path,
+    pub run_dir: &'a Path,
+    pub socket: &'a Path,
+    pub run_id: &'a str,
+    pub pytest_args: &'a [String],
+}
+
+impl Zygote {
+    pub fn spawn(spec: &ZygoteSpec) -> std::io::Result<Zygote> {
+        let shim: PathBuf = spec.run_dir.join("_runner_shim.py");
+        std::fs::write(&shim, SHIM_SOURCE)?;
+        let mut child = Command::new(spec.python)
+            .arg("-c")
+            .arg(BOOTSTRAP)
+            .args(spec.pytest_args)
+            .env("RUNNER_SOCKET", spec.socket)
+            .env("RUNNER_SHIM", &shim)
+            .env("RUNNER_RUN_ID", spec.run_id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group: the terminal's Ctrl-C goes to runner
+            // alone, and runner can stop the zygote and every worker at once.
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().expect("a just-spawned child has a pid") as i32;
+        let stdout = keep_output(child.stdout.take().expect("piped"));
+        let stderr = keep_output(child.stderr.take().expect("piped"));
+        Ok(Zygote { child, pid, stdout, stderr })
+    }
+
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        let status = self.child.wait().await?;
+        // The readers hit EOF right after exit; give them a moment to drain.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        Ok(status)
+    }
+
+    /// Kills the zygote and everything in its process group (the workers).
+    pub fn kill_all(&self) {
+        use nix::sys::signal::{Signal, killpg};
+        use nix::unistd::Pid;
+        let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+    }
+
+    pub fn output(&self) -> (String, String) {
+        let text = |buffer: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
+        (text(&self.stdout), text(&self.stderr))
+    }
+}
+
+fn keep_output(mut stream: impl AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let sink = buffer.clone();
+    tokio::spawn(async move {
+        let mut chunk = vec![0u8; 64 * 1024];
+        while let Ok(n) = stream.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            let mut kept = sink.lock().unwrap();
+            let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+            kept.extend_from_slice(&chunk[..n.min(room)]);
+        }
+    });
+    buffer
+}
