@@ -25,6 +25,9 @@ pub struct Recorder {
     /// Things the user must know about the run itself (a plugin failed, a
     /// worker was lost...), printed before the closing line.
     notes: Vec<String>,
+    interrupted: Option<String>,
+    /// A reporter failed at some point: the run must not end green.
+    reporter_failed: bool,
     pub recorded: usize,
     started: Instant,
 }
@@ -40,6 +43,8 @@ impl Recorder {
             problems: Vec::new(),
             collect_errors: Vec::new(),
             notes: Vec::new(),
+            interrupted: None,
+            reporter_failed: false,
             recorded: 0,
             started,
         }
@@ -48,6 +53,11 @@ impl Recorder {
     pub fn note(&mut self, message: String) {
         self.terminal.warn(&message);
         self.notes.push(message);
+    }
+
+    /// Marks the run as stopped early, for the closing report.
+    pub fn interrupted(&mut self, reason: String) {
+        self.interrupted = Some(reason);
     }
 
     fn log(&mut self, line: serde_json::Value) {
@@ -97,6 +107,7 @@ impl Recorder {
 
     fn report_event(&mut self, event: &RunEvent) {
         if let Err(error) = self.policies.report(event) {
+            self.reporter_failed = true;
             self.note(format!("reporter failed: {error}"));
         }
     }
@@ -105,11 +116,13 @@ impl Recorder {
     /// Returns the exit code, made non-zero if a policy failed.
     pub fn finish(mut self, mut exit_code: i32) -> i32 {
         let elapsed = self.started.elapsed();
-        self.log(json!({"type": "run-finished", "exit_code": exit_code, "duration_secs": elapsed.as_secs_f64()}));
         self.report_event(&RunEvent::RunFinished { exit_code, duration_secs: elapsed.as_secs_f64() });
         if let Err(error) = self.policies.finish() {
+            self.reporter_failed = true;
             self.note(format!("reporter failed: {error}"));
-            exit_code = exit_code.max(1);
+        }
+        if self.reporter_failed && exit_code == crate::exit_code::OK {
+            exit_code = crate::exit_code::TESTS_FAILED;
         }
         match self.policies.decide(&self.history.all()) {
             Ok(verdicts) => {
@@ -119,6 +132,7 @@ impl Recorder {
             }
             Err(error) => self.note(format!("quarantine policy failed, no quarantine changes this run: {error}")),
         }
+        self.log(json!({"type": "run-finished", "exit_code": exit_code, "duration_secs": elapsed.as_secs_f64()}));
         if let Err(error) = self.history.save() {
             self.note(format!("could not save the test history: {error}"));
         }
@@ -128,6 +142,7 @@ impl Recorder {
             stats: &self.stats,
             elapsed,
             notes: &self.notes,
+            interrupted: self.interrupted.as_deref(),
         };
         self.terminal.finish(&summary);
         exit_code

@@ -127,6 +127,9 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
     recorder.run_started(tests.len(), workers, deselected, &errors);
 
     let zygote_writer = writers.get_mut(&zygote_conn).context("the zygote's connection is gone")?;
+    if let Some(reason) = &interrupted {
+        recorder.interrupted(reason.clone());
+    }
     if interrupted.is_some() || tests.is_empty() {
         let _ = wire::write_frame(zygote_writer, &Outbound::Shutdown).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), zygote.wait()).await;
@@ -258,6 +261,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         }
     }
     let code = if interrupted_by_user {
+        recorder.interrupted("KeyboardInterrupt".into());
         exit_code::INTERRUPTED
     } else if recorder.stats.has_failures() || unfinished > 0 || !zygote_alive {
         exit_code::TESTS_FAILED

@@ -33,6 +33,8 @@ pub struct Summary<'a> {
     pub stats: &'a Stats,
     pub elapsed: Duration,
     pub notes: &'a [String],
+    /// Why the run stopped early, shown as pytest's `!!! Interrupted: ... !!!`.
+    pub interrupted: Option<&'a str>,
 }
 
 pub struct Terminal {
@@ -150,6 +152,9 @@ impl Terminal {
                     out.push_str(&line);
                     out.push('\n');
                 }
+            }
+            if let Some(reason) = summary.interrupted {
+                self.sep(out, '!', &format!("Interrupted: {reason}"), Style::new().red());
             }
             for note in summary.notes {
                 out.push_str(&format!("{} {note}\n", Style::new().yellow().bold().apply_to("!")));
