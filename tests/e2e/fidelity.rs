@@ -19,6 +19,11 @@ fn fidelity_suite_more_workers_than_cores() {
 }
 
 #[test]
+fn fidelity_suite_quiet_and_report_chars() {
+    compare_outcomes("fidelity", 2, &["--doctest-modules", "-q", "-rA"]);
+}
+
+#[test]
 fn fidelity_keyword_selection() {
     compare_outcomes(
         "fidelity",
