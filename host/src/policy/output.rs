@@ -1,0 +1,145 @@
+//! The `output` interface: a reporter writes files only inside its own
+//! directory. The directory is opened once as a cap-std `Dir`, which can't
+//! reach outside itself; paths are also checked first so a guest gets a
+//! clear refusal rather than an I/O error.
+
+use std::io::{self, Write as _};
+use std::path::{Component, Path, PathBuf};
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions};
+
+use super::bindings::output;
+use super::engine::PluginState;
+
+/// Bytes one reporter may write in a run, so a runaway plugin can't fill
+/// the disk.
+const MAX_OUTPUT_BYTES: u64 = 1 << 30;
+
+/// A reporter's output directory.
+pub(crate) struct OutputDir {
+    dir: Dir,
+    path: PathBuf,
+    written: u64,
+}
+
+impl OutputDir {
+    /// Opens `path`, creating it if needed.
+    pub(crate) fn open(path: &Path) -> io::Result<OutputDir> {
+        std::fs::create_dir_all(path)?;
+        Ok(OutputDir {
+            dir: Dir::open_ambient_dir(path, ambient_authority())?,
+            path: path.to_owned(),
+            written: 0,
+        })
+    }
+
+    /// Replaces `rel` with `contents`, through a temporary file and a rename.
+    pub(crate) fn write(&mut self, rel: &str, contents: &[u8]) -> Result<(), String> {
+        let path = self.admit(rel, contents.len())?;
+        let tmp = match path.file_name() {
+            Some(name) => path.with_file_name(format!(".{}.tmp", name.to_string_lossy())),
+            None => return Err(format!("`{rel}` does not name a file")),
+        };
+        self.create_parent(path)
+            .and_then(|()| self.dir.write(&tmp, contents))
+            .and_then(|()| self.dir.rename(&tmp, &self.dir, path))
+            .map_err(|e| self.io_error(rel, e))
+    }
+
+    /// Appends `contents` to `rel`, creating it if missing.
+    pub(crate) fn append(&mut self, rel: &str, contents: &[u8]) -> Result<(), String> {
+        let path = self.admit(rel, contents.len())?;
+        self.create_parent(path)
+            .and_then(|()| {
+                let options = OpenOptions::new().append(true).create(true).clone();
+                self.dir.open_with(path, &options)?.write_all(contents)
+            })
+            .map_err(|e| self.io_error(rel, e))
+    }
+
+    /// Checks that `rel` stays inside the directory and that `len` more bytes
+    /// fit the budget, and counts them.
+    fn admit<'a>(&mut self, rel: &'a str, len: usize) -> Result<&'a Path, String> {
+        let path = Path::new(rel);
+        if rel.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(format!(
+                "refused path `{rel}`: it must be relative, without `..` or `.`"
+            ));
+        }
+        let written = self.written.saturating_add(len as u64);
+        if written > MAX_OUTPUT_BYTES {
+            return Err(format!(
+                "refused to write `{rel}`: the reporter output limit of {} MiB is reached",
+                MAX_OUTPUT_BYTES >> 20
+            ));
+        }
+        self.written = written;
+        Ok(path)
+    }
+
+    fn create_parent(&self, path: &Path) -> io::Result<()> {
+        match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => self.dir.create_dir_all(parent),
+            _ => Ok(()),
+        }
+    }
+
+    fn io_error(&self, rel: &str, e: io::Error) -> String {
+        format!("failed to write `{rel}` in {}: {e}", self.path.display())
+    }
+}
+
+impl output::Host for PluginState<OutputDir> {
+    fn write(&mut self, path: String, contents: Vec<u8>) -> Result<(), String> {
+        self.data.write(&path, &contents)
+    }
+
+    fn append(&mut self, path: String, contents: Vec<u8>) -> Result<(), String> {
+        self.data.append(&path, &contents)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_paths_that_leave_the_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let mut out = OutputDir::open(&root.path().join("out")).unwrap();
+        for path in ["../x", "/etc/x", "a/../../x", "./x", ""] {
+            let err = out.write(path, b"x").unwrap_err();
+            assert!(err.starts_with("refused path"), "{path}: {err}");
+            let err = out.append(path, b"x").unwrap_err();
+            assert!(err.starts_with("refused path"), "{path}: {err}");
+        }
+        assert!(!root.path().join("x").exists());
+    }
+
+    #[test]
+    fn writes_replace_and_appends_extend() {
+        let root = tempfile::tempdir().unwrap();
+        let mut out = OutputDir::open(root.path()).unwrap();
+        out.write("sub/r.xml", b"old").unwrap();
+        out.write("sub/r.xml", b"new").unwrap();
+        out.append("log.txt", b"a").unwrap();
+        out.append("log.txt", b"b").unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.path().join(p)).unwrap();
+        assert_eq!(read("sub/r.xml"), "new");
+        assert_eq!(read("log.txt"), "ab");
+        let names: Vec<_> = std::fs::read_dir(root.path().join("sub"))
+            .unwrap()
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn caps_total_bytes() {
+        let root = tempfile::tempdir().unwrap();
+        let mut out = OutputDir::open(root.path()).unwrap();
+        out.written = MAX_OUTPUT_BYTES - 1;
+        let err = out.append("x", b"too much").unwrap_err();
+        assert!(err.contains("output limit"), "{err}");
+    }
+}

@@ -1,0 +1,78 @@
+//! The reporter slot: feeds run events to the component and lets it write
+//! into its own output directory.
+
+use wasmtime::Store;
+use wasmtime::component::HasSelf;
+
+use super::PolicyError;
+use super::bindings::{self, types};
+use super::engine::{PluginState, PolicyEngine, call};
+use super::output::OutputDir;
+use crate::model::{RunEvent, TestResult};
+
+pub(crate) struct Reporter {
+    store: Store<PluginState<OutputDir>>,
+    instance: bindings::Reporter,
+}
+
+impl Reporter {
+    pub(crate) fn load(
+        engine: &PolicyEngine,
+        plugin: &str,
+        wasm: &[u8],
+        output: OutputDir,
+        options: &[(String, String)],
+    ) -> Result<Self, PolicyError> {
+        let (mut store, instance) = engine.instantiate(
+            plugin,
+            wasm,
+            output,
+            |linker| bindings::Reporter::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
+            |store, component, linker| bindings::Reporter::instantiate(store, component, linker),
+        )?;
+        call(&mut store, "configure", |s| {
+            instance.call_configure(s, options)
+        })?;
+        Ok(Reporter { store, instance })
+    }
+
+    pub(crate) fn on_event(&mut self, event: &RunEvent) -> Result<(), PolicyError> {
+        let event = match event {
+            RunEvent::RunStarted { tests, workers } => {
+                types::Event::RunStarted(types::RunStarted {
+                    tests: *tests,
+                    workers: *workers,
+                })
+            }
+            RunEvent::TestFinished(result) => types::Event::TestFinished(test_result(result)),
+            RunEvent::RunFinished {
+                exit_code,
+                duration_secs,
+            } => types::Event::RunFinished(types::RunFinished {
+                exit_code: *exit_code,
+                duration: *duration_secs,
+            }),
+        };
+        let instance = &self.instance;
+        call(&mut self.store, "on-event", |s| {
+            instance.call_on_event(s, &event)
+        })
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<(), PolicyError> {
+        let instance = &self.instance;
+        call(&mut self.store, "finish", |s| instance.call_finish(s))
+    }
+}
+
+fn test_result(r: &TestResult) -> types::TestResult {
+    types::TestResult {
+        id: r.id.clone(),
+        outcome: r.outcome.into(),
+        duration: r.duration_secs,
+        worker: r.worker.clone(),
+        longrepr: r.longrepr.clone(),
+        sections: r.sections.clone(),
+        phases: r.phases.clone(),
+    }
+}

@@ -1,0 +1,169 @@
+//! The scheduler slot: asks the component for a plan and checks it covers
+//! every collected test exactly once before the engine acts on it.
+
+use std::collections::HashMap;
+
+use wasmtime::Store;
+use wasmtime::component::HasSelf;
+
+use super::bindings::{self, types};
+use super::engine::{PluginState, PolicyEngine, call};
+use super::{IdProblem, PolicyError};
+use crate::model::{Plan, PlanContext, TestCase, TestHistory};
+
+pub(crate) struct Scheduler {
+    store: Store<PluginState<()>>,
+    instance: bindings::Scheduler,
+}
+
+impl Scheduler {
+    pub(crate) fn load(
+        engine: &PolicyEngine,
+        plugin: &str,
+        wasm: &[u8],
+        options: &[(String, String)],
+    ) -> Result<Self, PolicyError> {
+        let (mut store, instance) = engine.instantiate(
+            plugin,
+            wasm,
+            (),
+            |linker| bindings::Scheduler::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
+            |store, component, linker| bindings::Scheduler::instantiate(store, component, linker),
+        )?;
+        call(&mut store, "configure", |s| {
+            instance.call_configure(s, options)
+        })?;
+        Ok(Scheduler { store, instance })
+    }
+
+    pub(crate) fn plan(
+        &mut self,
+        ctx: &PlanContext,
+        tests: &[TestCase],
+        history: &[TestHistory],
+    ) -> Result<Plan, PolicyError> {
+        let context = types::PlanContext {
+            workers: ctx.workers,
+        };
+        let cases: Vec<types::TestCase> = tests.iter().map(test_case).collect();
+        let history = bindings::histories(history);
+        let instance = &self.instance;
+        let plan = call(&mut self.store, "plan", |s| {
+            instance.call_plan(s, context, &cases, &history)
+        })?;
+        let plan = Plan {
+            // An empty batch is harmless; dropping it spares the dispatcher.
+            batches: plan.batches.into_iter().filter(|b| !b.is_empty()).collect(),
+            deselected: plan.deselected,
+        };
+        validate(&plan, tests).map_err(|problem| PolicyError::InvalidAnswer {
+            plugin: self.store.data().plugin.clone(),
+            func: "plan",
+            problem,
+        })?;
+        Ok(plan)
+    }
+}
+
+fn test_case(t: &TestCase) -> types::TestCase {
+    types::TestCase {
+        id: t.id.clone(),
+        file: t.file.clone(),
+        line: t.line,
+        markers: t.markers.clone(),
+        group: t.group.clone(),
+    }
+}
+
+/// Checks that every collected test is planned or deselected exactly once
+/// and that the plan names no other test.
+fn validate(plan: &Plan, tests: &[TestCase]) -> Result<(), IdProblem> {
+    let mut seen: HashMap<&str, bool> = tests.iter().map(|t| (t.id.as_str(), false)).collect();
+    let planned = plan.batches.iter().flatten();
+    let deselected = plan.deselected.iter().map(|(id, _)| id);
+    for id in planned.chain(deselected) {
+        match seen.get_mut(id.as_str()) {
+            None => return Err(IdProblem::Unknown(id.clone())),
+            Some(true) => return Err(IdProblem::Duplicate(id.clone())),
+            Some(placed) => *placed = true,
+        }
+    }
+    let mut missing = tests.iter().filter(|t| !seen[t.id.as_str()]);
+    match missing.next() {
+        None => Ok(()),
+        Some(first) => Err(IdProblem::Missing {
+            count: 1 + missing.count(),
+            example: first.id.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tests(ids: &[&str]) -> Vec<TestCase> {
+        ids.iter()
+            .map(|id| TestCase {
+                id: (*id).into(),
+                file: "t.py".into(),
+                line: None,
+                markers: vec![],
+                group: None,
+            })
+            .collect()
+    }
+
+    fn plan(batches: &[&[&str]], deselected: &[&str]) -> Plan {
+        Plan {
+            batches: batches
+                .iter()
+                .map(|b| b.iter().map(|id| (*id).to_owned()).collect())
+                .collect(),
+            deselected: deselected
+                .iter()
+                .map(|id| ((*id).to_owned(), "why".to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn accepts_a_plan_covering_each_test_once() {
+        let tests = tests(&["a", "b", "c"]);
+        assert_eq!(validate(&plan(&[&["b", "a"]], &["c"]), &tests), Ok(()));
+    }
+
+    #[test]
+    fn rejects_unknown_duplicate_and_missing_tests() {
+        let tests = tests(&["a", "b", "c"]);
+        assert_eq!(
+            validate(&plan(&[&["a", "zz"]], &[]), &tests),
+            Err(IdProblem::Unknown("zz".into()))
+        );
+        assert_eq!(
+            validate(&plan(&[&["a"], &["b"]], &["a"]), &tests),
+            Err(IdProblem::Duplicate("a".into()))
+        );
+        assert_eq!(
+            validate(&plan(&[&["b"]], &[]), &tests),
+            Err(IdProblem::Missing {
+                count: 2,
+                example: "a".into()
+            })
+        );
+    }
+
+    #[test]
+    fn invalid_plan_error_names_the_plugin_and_the_test() {
+        let err = PolicyError::InvalidAnswer {
+            plugin: "builtin:scheduler".into(),
+            func: "plan",
+            problem: validate(&plan(&[&["a"]], &[]), &tests(&["a", "b"])).unwrap_err(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "policy `builtin:scheduler` returned an invalid answer from `plan`: \
+             1 collected test(s) neither planned nor deselected, e.g. `b`"
+        );
+    }
+}
