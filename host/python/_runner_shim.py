@@ -22,6 +22,7 @@ import signal
 import socket
 import struct
 import sys
+import types
 from collections import deque
 
 import pytest
@@ -109,6 +110,22 @@ def _describe(item):
     }
 
 
+def _format_warning(warning_message):
+    try:
+        from _pytest.warnings import warning_record_to_str
+    except ImportError:  # a pytest that moved it: the plain format is close
+        import warnings
+
+        return warnings.formatwarning(
+            warning_message.message,
+            warning_message.category,
+            warning_message.filename,
+            warning_message.lineno,
+            warning_message.line,
+        )
+    return warning_record_to_str(warning_message)
+
+
 def _serialize_report(config, report):
     category, letter, word = config.hook.pytest_report_teststatus(report=report, config=config)
     if isinstance(word, tuple):
@@ -141,14 +158,19 @@ class RunnerPlugin:
     def __init__(self, socket_path):
         self.socket_path = socket_path
         self.collect_errors = []
+        self.collect_warnings = []
         self.deselected = 0
         self.is_worker = False
         self._reports = None
+        self._warnings = None
 
     # --- collection (zygote) -------------------------------------------------
 
     def pytest_configure(self, config):
         self.config = config
+        # xdist brings its own worker_id fixture; without it, provide ours.
+        if not config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(_xdist_compat(), "runner-xdist-compat")
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -160,6 +182,13 @@ class RunnerPlugin:
                     "message": None if crash is None else crash.message,
                 }
             )
+
+    def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        record = {"nodeid": nodeid, "message": _format_warning(warning_message)}
+        if self._warnings is not None:
+            self._warnings.append(record)
+        elif not self.is_worker:
+            self.collect_warnings.append(record)
 
     def pytest_deselected(self, items):
         self.deselected += len(items)
@@ -183,6 +212,7 @@ class RunnerPlugin:
                 "pytest": pytest.__version__,
                 "tests": [] if interrupted else [_describe(item) for item in session.items],
                 "errors": self.collect_errors,
+                "warnings": self.collect_warnings,
                 "deselected": self.deselected,
                 "interrupted": interrupted,
             }
@@ -348,33 +378,37 @@ class Worker:
     def _run(self, channel, item, nextitem):
         channel.send({"t": "started", "id": item.nodeid})
         self.plugin._reports = reports = []
+        self.plugin._warnings = warnings = []
         self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-        self.plugin._reports = None
-        channel.send({"t": "result", "id": item.nodeid, "reports": reports})
+        self.plugin._reports = self.plugin._warnings = None
+        channel.send({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
 
 
-class XdistCompat:
-    """The fixtures xdist provides, for suites that use them without xdist."""
+@pytest.fixture(scope="session")
+def worker_id(request):
+    """xdist's worker id: gw0, gw1, ... in a worker, "master" otherwise."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return "master" if workerinput is None else workerinput["workerid"]
 
-    @pytest.fixture(scope="session")
-    def worker_id(self, request):
-        workerinput = getattr(request.config, "workerinput", None)
-        return "master" if workerinput is None else workerinput["workerid"]
 
-    @pytest.fixture(scope="session")
-    def testrun_uid(self, request):
-        workerinput = getattr(request.config, "workerinput", None)
-        return os.environ.get("RUNNER_RUN_ID", "") if workerinput is None else workerinput["testrunuid"]
+@pytest.fixture(scope="session")
+def testrun_uid(request):
+    """An id shared by all workers of one run."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return os.environ.get("RUNNER_RUN_ID", "") if workerinput is None else workerinput["testrunuid"]
+
+
+def _xdist_compat():
+    """The fixtures xdist provides, as a plugin, for suites that use them without xdist."""
+    plugin = types.ModuleType("runner_xdist_compat")
+    plugin.worker_id = worker_id
+    plugin.testrun_uid = testrun_uid
+    return plugin
 
 
 def main(args):
     plugin = RunnerPlugin(os.environ["RUNNER_SOCKET"])
-    plugins = [plugin]
-    try:
-        import xdist  # noqa: F401  (xdist brings its own worker_id fixture)
-    except ImportError:
-        plugins.append(XdistCompat())
-    code = pytest.main(args, plugins=plugins)
+    code = pytest.main(args, plugins=[plugin])
     if plugin.is_worker:
         # Skip atexit handlers inherited from the zygote: they belong to it.
         sys.stdout.flush()

@@ -12,7 +12,7 @@ use crate::policy::Policies;
 use crate::state::{History, RunLog};
 use crate::summary::Stats;
 use crate::ui::{Problem, Summary, Terminal};
-use crate::wire::{CollectError, PhaseReport};
+use crate::wire::{CollectError, PhaseReport, WarningRecord};
 
 pub struct Recorder {
     pub terminal: Terminal,
@@ -22,6 +22,7 @@ pub struct Recorder {
     pub stats: Stats,
     problems: Vec<Problem>,
     collect_errors: Vec<CollectError>,
+    warnings: Vec<WarningRecord>,
     /// Things the user must know about the run itself (a plugin failed, a
     /// worker was lost...), printed before the closing line.
     notes: Vec<String>,
@@ -33,7 +34,13 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(terminal: Terminal, policies: Policies, history: History, log: RunLog, started: Instant) -> Recorder {
+    pub fn new(
+        terminal: Terminal,
+        policies: Policies,
+        history: History,
+        log: RunLog,
+        started: Instant,
+    ) -> Recorder {
         Recorder {
             terminal,
             policies,
@@ -42,6 +49,7 @@ impl Recorder {
             stats: Stats::default(),
             problems: Vec::new(),
             collect_errors: Vec::new(),
+            warnings: Vec::new(),
             notes: Vec::new(),
             interrupted: None,
             reporter_failed: false,
@@ -69,19 +77,41 @@ impl Recorder {
         }
     }
 
-    pub fn run_started(&mut self, tests: usize, workers: u32, deselected: u32, errors: &[CollectError]) {
+    pub fn run_started(
+        &mut self,
+        tests: usize,
+        workers: u32,
+        deselected: u32,
+        errors: &[CollectError],
+    ) {
         self.stats.add("deselected", deselected);
         self.stats.add("error", errors.len() as u32);
         self.collect_errors = errors.to_vec();
         self.log(json!({"type": "run-started", "tests": tests, "workers": workers, "deselected": deselected}));
         for error in errors {
-            self.log(json!({"type": "collection-error", "id": error.id, "longrepr": error.longrepr}));
+            self.log(
+                json!({"type": "collection-error", "id": error.id, "longrepr": error.longrepr}),
+            );
         }
-        let event = RunEvent::RunStarted { tests: tests as u32, workers };
+        let event = RunEvent::RunStarted {
+            tests: tests as u32,
+            workers,
+        };
         self.report_event(&event);
     }
 
-    pub fn test_finished(&mut self, id: &str, worker: &str, reports: Vec<PhaseReport>) -> TestResult {
+    /// Warnings pytest recorded, counted in the closing line as pytest does.
+    pub fn warnings(&mut self, warnings: Vec<WarningRecord>) {
+        self.stats.add("warnings", warnings.len() as u32);
+        self.warnings.extend(warnings);
+    }
+
+    pub fn test_finished(
+        &mut self,
+        id: &str,
+        worker: &str,
+        reports: Vec<PhaseReport>,
+    ) -> TestResult {
         let result = test_result(id, worker, &reports);
         self.log(json!({
             "type": "result",
@@ -99,7 +129,10 @@ impl Recorder {
         self.terminal.test_finished(&result);
         self.report_event(&RunEvent::TestFinished(result.clone()));
         if result.outcome.is_failure() {
-            self.problems.push(Problem { id: id.to_string(), reports });
+            self.problems.push(Problem {
+                id: id.to_string(),
+                reports,
+            });
         }
         self.recorded += 1;
         result
@@ -116,7 +149,10 @@ impl Recorder {
     /// Returns the exit code, made non-zero if a policy failed.
     pub fn finish(mut self, mut exit_code: i32) -> i32 {
         let elapsed = self.started.elapsed();
-        self.report_event(&RunEvent::RunFinished { exit_code, duration_secs: elapsed.as_secs_f64() });
+        self.report_event(&RunEvent::RunFinished {
+            exit_code,
+            duration_secs: elapsed.as_secs_f64(),
+        });
         if let Err(error) = self.policies.finish() {
             self.reporter_failed = true;
             self.note(format!("reporter failed: {error}"));
@@ -127,10 +163,13 @@ impl Recorder {
         match self.policies.decide(&self.history.all()) {
             Ok(verdicts) => {
                 for verdict in verdicts {
-                    self.history.set_quarantined(&verdict.id, verdict.quarantined);
+                    self.history
+                        .set_quarantined(&verdict.id, verdict.quarantined);
                 }
             }
-            Err(error) => self.note(format!("quarantine policy failed, no quarantine changes this run: {error}")),
+            Err(error) => self.note(format!(
+                "quarantine policy failed, no quarantine changes this run: {error}"
+            )),
         }
         self.log(json!({"type": "run-finished", "exit_code": exit_code, "duration_secs": elapsed.as_secs_f64()}));
         if let Err(error) = self.history.save() {
@@ -138,6 +177,7 @@ impl Recorder {
         }
         let summary = Summary {
             collect_errors: &self.collect_errors,
+            warnings: &self.warnings,
             problems: &self.problems,
             stats: &self.stats,
             elapsed,

@@ -53,7 +53,10 @@ struct Worker {
 pub async fn run(settings: RunSettings) -> Result<i32> {
     let started = Instant::now();
     let run_id = new_run_id();
-    let run_dir = tempfile::Builder::new().prefix("runner-").tempdir().context("failed to create a temporary directory")?;
+    let run_dir = tempfile::Builder::new()
+        .prefix("runner-")
+        .tempdir()
+        .context("failed to create a temporary directory")?;
     let socket = run_dir.path().join("socket");
     let listener = UnixListener::bind(&socket).context("failed to listen on a unix socket")?;
     let mut zygote = Zygote::spawn(&ZygoteSpec {
@@ -108,25 +111,49 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         }
     };
 
-    let Collected { rootdir, python, pytest, tests, errors, deselected, interrupted } = collected;
+    let Collected {
+        rootdir,
+        python,
+        pytest,
+        tests,
+        errors,
+        warnings,
+        deselected,
+        interrupted,
+    } = collected;
     let state_dir = PathBuf::from(&rootdir).join(".runner");
-    let workers = settings.workers.unwrap_or_else(default_workers).min(tests.len().max(1) as u32);
+    let workers = settings
+        .workers
+        .unwrap_or_else(default_workers)
+        .min(tests.len().max(1) as u32);
     terminal.header(&format!(
         "runner {} · Python {python} · pytest {pytest} · {} tests · {workers} worker{} · rootdir {rootdir}",
         env!("CARGO_PKG_VERSION"),
         tests.len(),
         if workers == 1 { "" } else { "s" },
     ));
-    let junitxml = settings.junitxml.as_ref().map(|path| std::path::absolute(path)).transpose()?;
-    let policies = Policies::load(&PolicyOptions { junitxml, state_dir: state_dir.clone(), cache_dir: Some(cache_dir()) })
-        .context("failed to load the policies")?;
+    let junitxml = settings
+        .junitxml
+        .as_ref()
+        .map(|path| std::path::absolute(path))
+        .transpose()?;
+    let policies = Policies::load(&PolicyOptions {
+        junitxml,
+        state_dir: state_dir.clone(),
+        cache_dir: Some(cache_dir()),
+    })
+    .context("failed to load the policies")?;
     let history = History::load(&state_dir, &mut |warning| terminal.warn(&warning));
-    let log = RunLog::create(&state_dir, &run_id, settings.run_log.as_deref()).context("failed to create the run log")?;
+    let log = RunLog::create(&state_dir, &run_id, settings.run_log.as_deref())
+        .context("failed to create the run log")?;
     let plan_history = history.for_tests(tests.iter().map(|t| t.id.as_str()));
     let mut recorder = Recorder::new(terminal, policies, history, log, started);
     recorder.run_started(tests.len(), workers, deselected, &errors);
+    recorder.warnings(warnings);
 
-    let zygote_writer = writers.get_mut(&zygote_conn).context("the zygote's connection is gone")?;
+    let zygote_writer = writers
+        .get_mut(&zygote_conn)
+        .context("the zygote's connection is gone")?;
     if let Some(reason) = &interrupted {
         recorder.interrupted(reason.clone());
     }
@@ -143,23 +170,40 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         return Ok(recorder.finish(code));
     }
 
-    let plan = recorder.policies.plan(&PlanContext { workers }, &tests, &plan_history).context("the scheduler failed")?;
+    let plan = recorder
+        .policies
+        .plan(&PlanContext { workers }, &tests, &plan_history)
+        .context("the scheduler failed")?;
     for (id, reason) in &plan.deselected {
-        recorder.terminal.header(&format!("deselected by the scheduler: {id} ({reason})"));
+        recorder
+            .terminal
+            .header(&format!("deselected by the scheduler: {id} ({reason})"));
     }
-    let mut batches: VecDeque<Vec<String>> = plan.batches.into_iter().filter(|b| !b.is_empty()).collect();
+    let mut batches: VecDeque<Vec<String>> =
+        plan.batches.into_iter().filter(|b| !b.is_empty()).collect();
     let planned: usize = batches.iter().map(Vec::len).sum();
-    recorder.stats.add("deselected", plan.deselected.len() as u32);
+    recorder
+        .stats
+        .add("deselected", plan.deselected.len() as u32);
     recorder.terminal.start(planned as u64);
 
     let mut next_worker = 0u32;
     let fork = async |writer: &mut OwnedWriteHalf, next: &mut u32| -> Result<(), WireError> {
         let id = format!("gw{next}");
         *next += 1;
-        wire::write_frame(writer, &Outbound::Fork { worker: &id, count: workers }).await
+        wire::write_frame(
+            writer,
+            &Outbound::Fork {
+                worker: &id,
+                count: workers,
+            },
+        )
+        .await
     };
     for _ in 0..workers {
-        fork(zygote_writer, &mut next_worker).await.context("failed to ask the zygote for a worker")?;
+        fork(zygote_writer, &mut next_worker)
+            .await
+            .context("failed to ask the zygote for a worker")?;
     }
 
     let mut live: HashMap<ConnId, Worker> = HashMap::new();
@@ -190,7 +234,8 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
                             recorder.note(format!("lost the connection to worker {}: {error}", worker.id));
                         }
                     }
-                    Inbound::Result { id, reports } => {
+                    Inbound::Result { id, reports, warnings } => {
+                        recorder.warnings(warnings);
                         let Some(worker) = live.get_mut(&conn) else { continue };
                         if let Some(position) = worker.assigned.iter().position(|a| *a == id) {
                             worker.assigned.remove(position);
@@ -249,13 +294,18 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         zygote.kill_all();
         let _ = tokio::time::timeout(Duration::from_secs(5), zygote.wait()).await;
         if unfinished > 0 {
-            recorder.note(format!("{unfinished} of {planned} planned tests did not run"));
+            recorder.note(format!(
+                "{unfinished} of {planned} planned tests did not run"
+            ));
         }
     } else {
         if let Some(writer) = writers.get_mut(&zygote_conn) {
             let _ = wire::write_frame(writer, &Outbound::Shutdown).await;
         }
-        if tokio::time::timeout(Duration::from_secs(30), zygote.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), zygote.wait())
+            .await
+            .is_err()
+        {
             recorder.note("the zygote did not exit within 30s of the run's end; killed it".into());
             zygote.kill_all();
         }
@@ -299,12 +349,16 @@ async fn accept_connections(listener: UnixListener, events: mpsc::UnboundedSende
 }
 
 fn default_workers() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
 }
 
 /// Sortable and unique: seconds since the epoch, then the pid.
 fn new_run_id() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     format!("{}-{}", now.as_secs(), std::process::id())
 }
 
@@ -313,7 +367,9 @@ fn cache_dir() -> PathBuf {
     std::env::var_os("RUNNER_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("runner")))
-        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache").join("runner")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache").join("runner"))
+        })
         .unwrap_or_else(|| std::env::temp_dir().join("runner-cache"))
 }
 

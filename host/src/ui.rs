@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::model::{Outcome, TestResult};
 use crate::summary::{Color, Stats, separator};
-use crate::wire::{CollectError, PhaseReport};
+use crate::wire::{CollectError, PhaseReport, WarningRecord};
 
 /// How much the user asked to see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -29,6 +29,7 @@ pub struct Problem {
 /// What the final report needs to know.
 pub struct Summary<'a> {
     pub collect_errors: &'a [CollectError],
+    pub warnings: &'a [WarningRecord],
     pub problems: &'a [Problem],
     pub stats: &'a Stats,
     pub elapsed: Duration,
@@ -54,17 +55,29 @@ impl Terminal {
             .or_else(|| stdout.size_checked().map(|(_, w)| w as usize))
             .unwrap_or(80);
         let bar = ProgressBar::hidden();
-        Terminal { bar, stdout, width, verbosity, failures_seen: 0 }
+        Terminal {
+            bar,
+            stdout,
+            width,
+            verbosity,
+            failures_seen: 0,
+        }
     }
 
     /// A note to the user on stderr, kept clear of the progress bar.
     pub fn warn(&self, message: &str) {
-        self.bar.suspend(|| eprintln!("{} {message}", Style::new().yellow().bold().apply_to("warning:")));
+        self.bar.suspend(|| {
+            eprintln!(
+                "{} {message}",
+                Style::new().yellow().bold().apply_to("warning:")
+            )
+        });
     }
 
     pub fn header(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {
-            self.bar.suspend(|| eprintln!("{}", Style::new().dim().apply_to(line)));
+            self.bar
+                .suspend(|| eprintln!("{}", Style::new().dim().apply_to(line)));
         }
     }
 
@@ -72,9 +85,11 @@ impl Terminal {
         if self.verbosity == Verbosity::Quiet || !Term::stderr().is_term() {
             return;
         }
-        let style = ProgressStyle::with_template("{spinner:.cyan} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {msg}")
-            .expect("valid template")
-            .progress_chars("=> ");
+        let style = ProgressStyle::with_template(
+            "{spinner:.cyan} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
         self.bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         self.bar.set_style(style);
         self.bar.enable_steady_tick(Duration::from_millis(100));
@@ -85,12 +100,20 @@ impl Terminal {
         let failed = result.outcome.is_failure();
         if failed {
             self.failures_seen += 1;
-            self.bar.set_message(Style::new().red().apply_to(format!("{} failed", self.failures_seen)).to_string());
+            self.bar.set_message(
+                Style::new()
+                    .red()
+                    .apply_to(format!("{} failed", self.failures_seen))
+                    .to_string(),
+            );
         }
         if self.verbosity == Verbosity::Verbose || (failed && self.verbosity == Verbosity::Normal) {
             let word = result.outcome.as_str().to_uppercase();
             let styled = outcome_style(result.outcome).apply_to(format!("{word:>8}"));
-            let line = format!("{styled} [{:>7.3}s] {} {}", result.duration_secs, result.worker, result.id);
+            let line = format!(
+                "{styled} [{:>7.3}s] {} {}",
+                result.duration_secs, result.worker, result.id
+            );
             self.bar.suspend(|| eprintln!("{line}"));
         }
     }
@@ -103,7 +126,11 @@ impl Terminal {
     }
 
     fn sep(&self, out: &mut String, fill: char, title: &str, style: Style) {
-        out.push_str(&style.apply_to(separator(fill, title, self.width)).to_string());
+        out.push_str(
+            &style
+                .apply_to(separator(fill, title, self.width))
+                .to_string(),
+        );
         out.push('\n');
     }
 
@@ -112,23 +139,45 @@ impl Terminal {
         let errors: Vec<(&Problem, &PhaseReport)> = summary
             .problems
             .iter()
-            .flat_map(|p| p.reports.iter().filter(|r| r.category == "error" || (r.outcome == "failed" && r.when != "call")).map(move |r| (p, r)))
+            .flat_map(|p| {
+                p.reports
+                    .iter()
+                    .filter(|r| {
+                        r.category == "error" || (r.outcome == "failed" && r.when != "call")
+                    })
+                    .map(move |r| (p, r))
+            })
             .collect();
         let failures: Vec<(&Problem, &PhaseReport)> = summary
             .problems
             .iter()
-            .flat_map(|p| p.reports.iter().filter(|r| r.outcome == "failed" && r.when == "call").map(move |r| (p, r)))
+            .flat_map(|p| {
+                p.reports
+                    .iter()
+                    .filter(|r| r.outcome == "failed" && r.when == "call")
+                    .map(move |r| (p, r))
+            })
             .collect();
 
         if self.verbosity >= Verbosity::Normal {
             if !summary.collect_errors.is_empty() || !errors.is_empty() {
                 self.sep(out, '=', "ERRORS", Style::new());
                 for error in summary.collect_errors {
-                    self.sep(out, '_', &format!("ERROR collecting {}", error.id), red.clone());
+                    self.sep(
+                        out,
+                        '_',
+                        &format!("ERROR collecting {}", error.id),
+                        red.clone(),
+                    );
                     push_block(out, &error.longrepr);
                 }
                 for (_, report) in &errors {
-                    self.sep(out, '_', &format!("ERROR at {} of {}", report.when, report.head_line), red.clone());
+                    self.sep(
+                        out,
+                        '_',
+                        &format!("ERROR at {} of {}", report.when, report.head_line),
+                        red.clone(),
+                    );
                     self.report_body(out, report);
                 }
             }
@@ -139,12 +188,21 @@ impl Terminal {
                     self.report_body(out, report);
                 }
             }
+            self.warnings_summary(out, summary.warnings);
             let short: Vec<String> = summary
                 .collect_errors
                 .iter()
                 .map(|e| self.short_line("ERROR", &e.id, e.message.as_deref()))
-                .chain(failures.iter().map(|(p, r)| self.short_line("FAILED", &p.id, r.message.as_deref())))
-                .chain(errors.iter().map(|(p, r)| self.short_line("ERROR", &p.id, r.message.as_deref())))
+                .chain(
+                    failures
+                        .iter()
+                        .map(|(p, r)| self.short_line("FAILED", &p.id, r.message.as_deref())),
+                )
+                .chain(
+                    errors
+                        .iter()
+                        .map(|(p, r)| self.short_line("ERROR", &p.id, r.message.as_deref())),
+                )
                 .collect();
             if !short.is_empty() {
                 self.sep(out, '=', "short test summary info", Style::new().cyan());
@@ -154,10 +212,18 @@ impl Terminal {
                 }
             }
             if let Some(reason) = summary.interrupted {
-                self.sep(out, '!', &format!("Interrupted: {reason}"), Style::new().red());
+                self.sep(
+                    out,
+                    '!',
+                    &format!("Interrupted: {reason}"),
+                    Style::new().red(),
+                );
             }
             for note in summary.notes {
-                out.push_str(&format!("{} {note}\n", Style::new().yellow().bold().apply_to("!")));
+                out.push_str(&format!(
+                    "{} {note}\n",
+                    Style::new().yellow().bold().apply_to("!")
+                ));
             }
         }
         let color = match summary.stats.color() {
@@ -172,6 +238,38 @@ impl Terminal {
         } else {
             self.sep(out, '=', &closing, color);
         }
+    }
+
+    /// pytest's "warnings summary": each distinct message once, under the
+    /// tests that raised it.
+    fn warnings_summary(&self, out: &mut String, warnings: &[WarningRecord]) {
+        if warnings.is_empty() {
+            return;
+        }
+        self.sep(out, '=', "warnings summary", Style::new().yellow());
+        let mut grouped: Vec<(&str, Vec<&str>)> = Vec::new();
+        for warning in warnings {
+            match grouped
+                .iter_mut()
+                .find(|(message, _)| *message == warning.message)
+            {
+                Some((_, ids)) => ids.push(&warning.nodeid),
+                None => grouped.push((&warning.message, vec![&warning.nodeid])),
+            }
+        }
+        for (message, ids) in grouped {
+            for id in ids.iter().filter(|id| !id.is_empty()) {
+                out.push_str(id);
+                out.push('\n');
+            }
+            for line in message.trim_end().lines() {
+                out.push_str("  ");
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        out.push_str("-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html\n");
     }
 
     fn report_body(&self, out: &mut String, report: &PhaseReport) {
@@ -190,7 +288,11 @@ impl Terminal {
             let used = word.len() + 1 + id.chars().count() + 3;
             let room = self.width.saturating_sub(used);
             let text: String = if message.chars().count() > room && room > 3 {
-                message.chars().take(room - 3).chain("...".chars()).collect()
+                message
+                    .chars()
+                    .take(room - 3)
+                    .chain("...".chars())
+                    .collect()
             } else {
                 message.to_string()
             };
@@ -218,6 +320,8 @@ fn outcome_style(outcome: Outcome) -> Style {
     match outcome {
         Outcome::Passed => Style::new().green(),
         Outcome::Skipped | Outcome::Xfailed | Outcome::Xpassed => Style::new().yellow(),
-        Outcome::Failed | Outcome::Error | Outcome::Hung | Outcome::Crashed => Style::new().red().bold(),
+        Outcome::Failed | Outcome::Error | Outcome::Hung | Outcome::Crashed => {
+            Style::new().red().bold()
+        }
     }
 }

@@ -50,7 +50,12 @@ pub enum Inbound {
     /// A worker began running a test.
     Started { id: String },
     /// A worker finished a test: all its phase reports.
-    Result { id: String, reports: Vec<PhaseReport> },
+    Result {
+        id: String,
+        reports: Vec<PhaseReport>,
+        #[serde(default)]
+        warnings: Vec<WarningRecord>,
+    },
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +73,9 @@ pub struct Collected {
     pub pytest: String,
     pub tests: Vec<TestCase>,
     pub errors: Vec<CollectError>,
+    /// Warnings raised while configuring and collecting.
+    #[serde(default)]
+    pub warnings: Vec<WarningRecord>,
     pub deselected: u32,
     /// Set when pytest stops the session because collection failed.
     pub interrupted: Option<String>,
@@ -79,6 +87,15 @@ pub struct CollectError {
     pub longrepr: String,
     #[serde(default)]
     pub message: Option<String>,
+}
+
+/// A warning pytest recorded (`pytest_warning_recorded`), formatted as
+/// pytest's warnings summary shows it.
+#[derive(Debug, Deserialize, Clone)]
+pub struct WarningRecord {
+    /// The test it was raised in; empty during configuration or collection.
+    pub nodeid: String,
+    pub message: String,
 }
 
 /// One pytest `TestReport` (setup, call or teardown), as the worker saw it.
@@ -122,7 +139,9 @@ pub enum Outbound<'a> {
     Shutdown,
 }
 
-pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Inbound>, WireError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<Option<Inbound>, WireError> {
     let mut header = [0u8; 4];
     match reader.read_exact(&mut header).await {
         Ok(_) => {}
@@ -138,7 +157,10 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<I
     Ok(Some(serde_json::from_slice(&body)?))
 }
 
-pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, message: &Outbound<'_>) -> Result<(), WireError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    message: &Outbound<'_>,
+) -> Result<(), WireError> {
     let body = serde_json::to_vec(message)?;
     let mut frame = Vec::with_capacity(body.len() + 4);
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -168,24 +190,38 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(read_frame(&mut input).await.unwrap().is_none(), "clean EOF after the frame");
+        assert!(
+            read_frame(&mut input).await.unwrap().is_none(),
+            "clean EOF after the frame"
+        );
     }
 
     #[tokio::test]
     async fn refuses_oversized_and_malformed_frames() {
         let mut huge = &((MAX_FRAME as u32) + 1).to_be_bytes()[..];
-        assert!(matches!(read_frame(&mut huge).await, Err(WireError::TooLarge(_))));
+        assert!(matches!(
+            read_frame(&mut huge).await,
+            Err(WireError::TooLarge(_))
+        ));
         let mut garbage = &framed(b"{not json")[..];
-        assert!(matches!(read_frame(&mut garbage).await, Err(WireError::Malformed(_))));
+        assert!(matches!(
+            read_frame(&mut garbage).await,
+            Err(WireError::Malformed(_))
+        ));
         let mut unknown = &framed(br#"{"t":"launch_missiles"}"#)[..];
-        assert!(matches!(read_frame(&mut unknown).await, Err(WireError::Malformed(_))));
+        assert!(matches!(
+            read_frame(&mut unknown).await,
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[tokio::test]
     async fn encodes_commands_with_a_length_prefix() {
         let mut out = Vec::new();
         let ids = vec!["a".to_string()];
-        write_frame(&mut out, &Outbound::Run { ids: &ids }).await.unwrap();
+        write_frame(&mut out, &Outbound::Run { ids: &ids })
+            .await
+            .unwrap();
         assert_eq!(&out[..4], &(out.len() as u32 - 4).to_be_bytes());
         assert_eq!(&out[4..], br#"{"t":"run","ids":["a"]}"#);
     }
