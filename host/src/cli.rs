@@ -59,7 +59,17 @@ mod tests {
 
     #[test]
     fn pytest_args_pass_through_untouched() {
-        let cli = Cli::try_parse_from(["runner", "-n", "2", "--", "-k", "not slow", "-x", "tests/unit"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "runner",
+            "-n",
+            "2",
+            "--",
+            "-k",
+            "not slow",
+            "-x",
+            "tests/unit",
+        ])
+        .unwrap();
         assert_eq!(cli.workers, Some(2));
         assert_eq!(cli.pytest_args, ["-k", "not slow", "-x", "tests/unit"]);
     }

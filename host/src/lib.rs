@@ -27,7 +27,11 @@ pub fn main_impl() -> i32 {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return if error.use_stderr() { exit_code::USAGE_ERROR } else { exit_code::OK };
+            return if error.use_stderr() {
+                exit_code::USAGE_ERROR
+            } else {
+                exit_code::OK
+            };
         }
     };
     let python = match python::find_python(cli.python.as_deref()) {
@@ -45,8 +49,13 @@ pub fn main_impl() -> i32 {
         junitxml: cli.junitxml,
         run_log: cli.run_log,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
-    let result = runtime.map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run::run(settings)));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let result = runtime
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run::run(settings)));
     match result {
         Ok(code) => code,
         Err(error) => {

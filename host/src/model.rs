@@ -50,7 +50,10 @@ impl Outcome {
 
     /// Whether this outcome makes the run fail (pytest exit code 1).
     pub fn is_failure(self) -> bool {
-        matches!(self, Outcome::Failed | Outcome::Error | Outcome::Hung | Outcome::Crashed)
+        matches!(
+            self,
+            Outcome::Failed | Outcome::Error | Outcome::Hung | Outcome::Crashed
+        )
     }
 }
 

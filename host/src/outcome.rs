@@ -84,8 +84,14 @@ pub fn test_result(id: &str, worker: &str, reports: &[PhaseReport]) -> TestResul
         longrepr,
         // pytest repeats earlier phases' sections in later reports; the last
         // report carries the complete set.
-        sections: reports.last().map(|r| r.sections.clone()).unwrap_or_default(),
-        phases: reports.iter().map(|r| (r.when.clone(), r.category.clone())).collect(),
+        sections: reports
+            .last()
+            .map(|r| r.sections.clone())
+            .unwrap_or_default(),
+        phases: reports
+            .iter()
+            .map(|r| (r.when.clone(), r.category.clone()))
+            .collect(),
     }
 }
 
@@ -111,34 +117,66 @@ mod tests {
     }
 
     fn passing(call: PhaseReport) -> Vec<PhaseReport> {
-        vec![report("setup", "passed", ""), call, report("teardown", "passed", "")]
+        vec![
+            report("setup", "passed", ""),
+            call,
+            report("teardown", "passed", ""),
+        ]
     }
 
     #[test]
     fn the_call_decides_when_setup_and_teardown_pass() {
-        assert_eq!(outcome_of(&passing(report("call", "passed", "passed"))), Outcome::Passed);
-        assert_eq!(outcome_of(&passing(report("call", "failed", "failed"))), Outcome::Failed);
-        assert_eq!(outcome_of(&passing(report("call", "skipped", "xfailed"))), Outcome::Xfailed);
-        assert_eq!(outcome_of(&passing(report("call", "passed", "xpassed"))), Outcome::Xpassed);
+        assert_eq!(
+            outcome_of(&passing(report("call", "passed", "passed"))),
+            Outcome::Passed
+        );
+        assert_eq!(
+            outcome_of(&passing(report("call", "failed", "failed"))),
+            Outcome::Failed
+        );
+        assert_eq!(
+            outcome_of(&passing(report("call", "skipped", "xfailed"))),
+            Outcome::Xfailed
+        );
+        assert_eq!(
+            outcome_of(&passing(report("call", "passed", "xpassed"))),
+            Outcome::Xpassed
+        );
     }
 
     #[test]
     fn setup_and_teardown_problems() {
-        let setup_error = vec![report("setup", "failed", "error"), report("teardown", "passed", "")];
+        let setup_error = vec![
+            report("setup", "failed", "error"),
+            report("teardown", "passed", ""),
+        ];
         assert_eq!(outcome_of(&setup_error), Outcome::Error);
-        let skipped = vec![report("setup", "skipped", "skipped"), report("teardown", "passed", "")];
+        let skipped = vec![
+            report("setup", "skipped", "skipped"),
+            report("teardown", "passed", ""),
+        ];
         assert_eq!(outcome_of(&skipped), Outcome::Skipped);
-        let teardown_error =
-            vec![report("setup", "passed", ""), report("call", "passed", "passed"), report("teardown", "failed", "error")];
+        let teardown_error = vec![
+            report("setup", "passed", ""),
+            report("call", "passed", "passed"),
+            report("teardown", "failed", "error"),
+        ];
         assert_eq!(outcome_of(&teardown_error), Outcome::Error);
-        let both =
-            vec![report("setup", "passed", ""), report("call", "failed", "failed"), report("teardown", "failed", "error")];
+        let both = vec![
+            report("setup", "passed", ""),
+            report("call", "failed", "failed"),
+            report("teardown", "failed", "error"),
+        ];
         assert_eq!(outcome_of(&both), Outcome::Failed);
     }
 
     #[test]
     fn result_keeps_every_phase_and_sums_durations() {
-        let result = test_result("t.py::t", "gw1", &passing(report("call", "passed", "passed")));
+        let result = test_result(
+            "t.py::t",
+            "gw1",
+            &passing(report("call", "passed", "passed")),
+        );
         assert_eq!(result.duration_secs, 0.75);
         assert_eq!(result.phases[1], ("call".to_string(), "passed".to_string()));
         assert_eq!(result.worker, "gw1");

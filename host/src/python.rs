@@ -20,7 +20,11 @@ pub fn find_python(explicit: Option<&Path>) -> Result<PathBuf, PythonError> {
         if path.components().count() == 1 && !path.exists() {
             return search_path(path.as_os_str()).ok_or_else(|| PythonError::Missing(path.into()));
         }
-        return if path.exists() { Ok(path.into()) } else { Err(PythonError::Missing(path.into())) };
+        return if path.exists() {
+            Ok(path.into())
+        } else {
+            Err(PythonError::Missing(path.into()))
+        };
     }
     if let Some(venv) = env::var_os("VIRTUAL_ENV") {
         let candidate = Path::new(&venv).join("bin").join("python");
@@ -32,12 +36,15 @@ pub fn find_python(explicit: Option<&Path>) -> Result<PathBuf, PythonError> {
 }
 
 fn search_path(name: &std::ffi::OsStr) -> Option<PathBuf> {
-    env::split_paths(&env::var_os("PATH")?).map(|dir| dir.join(name)).find(|candidate| is_executable(candidate))
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]
@@ -47,8 +54,14 @@ mod tests {
     #[test]
     fn explicit_paths_must_exist() {
         let missing = Path::new("/definitely/not/python");
-        assert!(matches!(find_python(Some(missing)), Err(PythonError::Missing(_))));
-        assert!(matches!(find_python(Some(Path::new("no-such-python-name"))), Err(PythonError::Missing(_))));
+        assert!(matches!(
+            find_python(Some(missing)),
+            Err(PythonError::Missing(_))
+        ));
+        assert!(matches!(
+            find_python(Some(Path::new("no-such-python-name"))),
+            Err(PythonError::Missing(_))
+        ));
     }
 
     #[test]

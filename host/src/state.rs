@@ -49,11 +49,18 @@ impl History {
             Ok(bytes) => match serde_json::from_slice::<HistoryFile>(&bytes) {
                 Ok(file) if file.version == HISTORY_VERSION => file,
                 Ok(file) => {
-                    warn(format!("{} has format version {}, expected {HISTORY_VERSION}; starting a new history", path.display(), file.version));
+                    warn(format!(
+                        "{} has format version {}, expected {HISTORY_VERSION}; starting a new history",
+                        path.display(),
+                        file.version
+                    ));
                     HistoryFile::default()
                 }
                 Err(error) => {
-                    warn(format!("{} is corrupt ({error}); starting a new history", path.display()));
+                    warn(format!(
+                        "{} is corrupt ({error}); starting a new history",
+                        path.display()
+                    ));
                     HistoryFile::default()
                 }
             },
@@ -125,7 +132,9 @@ impl RunLog {
         let runs = state_dir.join("runs");
         fs::create_dir_all(&runs)?;
         prune_old_logs(&runs);
-        let mut writers = vec![BufWriter::new(fs::File::create(runs.join(format!("{run_id}.jsonl")))?)];
+        let mut writers = vec![BufWriter::new(fs::File::create(
+            runs.join(format!("{run_id}.jsonl")),
+        )?)];
         if let Some(path) = extra {
             writers.push(BufWriter::new(fs::File::create(path)?));
         }
@@ -144,8 +153,13 @@ impl RunLog {
 }
 
 fn prune_old_logs(runs: &Path) {
-    let Ok(entries) = fs::read_dir(runs) else { return };
-    let mut logs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect();
+    let Ok(entries) = fs::read_dir(runs) else {
+        return;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
     // Run ids start with a sortable timestamp.
     logs.sort();
     let excess = logs.len().saturating_sub(KEPT_RUN_LOGS - 1);
@@ -187,7 +201,11 @@ mod tests {
     #[test]
     fn a_corrupt_history_is_reported_and_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("history.json"), b"{\"version\": 1, \"tests\": [tru").unwrap();
+        fs::write(
+            dir.path().join("history.json"),
+            b"{\"version\": 1, \"tests\": [tru",
+        )
+        .unwrap();
         let mut warnings = vec![];
         let mut history = History::load(dir.path(), &mut |w| warnings.push(w));
         assert_eq!(warnings.len(), 1);
@@ -195,7 +213,10 @@ mod tests {
         history.record(&result("a", Outcome::Passed, 1.0));
         history.save().unwrap();
         let mut none = vec![];
-        assert_eq!(History::load(dir.path(), &mut |w| none.push(w)).all().len(), 1);
+        assert_eq!(
+            History::load(dir.path(), &mut |w| none.push(w)).all().len(),
+            1
+        );
         assert!(none.is_empty());
     }
 
@@ -204,10 +225,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..(KEPT_RUN_LOGS + 5) {
             let mut log = RunLog::create(dir.path(), &format!("{i:04}"), None).unwrap();
-            log.write(&serde_json::json!({"type": "run-started"})).unwrap();
+            log.write(&serde_json::json!({"type": "run-started"}))
+                .unwrap();
         }
         let count = fs::read_dir(dir.path().join("runs")).unwrap().count();
         assert_eq!(count, KEPT_RUN_LOGS);
-        assert!(dir.path().join("runs").join(format!("{:04}.jsonl", KEPT_RUN_LOGS + 4)).exists());
+        assert!(
+            dir.path()
+                .join("runs")
+                .join(format!("{:04}.jsonl", KEPT_RUN_LOGS + 4))
+                .exists()
+        );
     }
 }

@@ -8,7 +8,16 @@ use std::time::Duration;
 /// The order pytest's terminal reporter lists the known categories in;
 /// other categories (a plugin's own, or runner's hung/crashed) follow in the
 /// order first seen.
-const KNOWN_CATEGORIES: [&str; 8] = ["failed", "passed", "skipped", "deselected", "xfailed", "xpassed", "warnings", "error"];
+const KNOWN_CATEGORIES: [&str; 8] = [
+    "failed",
+    "passed",
+    "skipped",
+    "deselected",
+    "xfailed",
+    "xpassed",
+    "warnings",
+    "error",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Color {
@@ -41,7 +50,9 @@ impl Stats {
 
     /// Whether pytest would exit with "tests failed" (runner adds hung and crashed).
     pub fn has_failures(&self) -> bool {
-        ["failed", "error", "hung", "crashed"].iter().any(|c| self.get(c) > 0)
+        ["failed", "error", "hung", "crashed"]
+            .iter()
+            .any(|c| self.get(c) > 0)
     }
 
     /// `(count, noun)` pairs in pytest's order, e.g. `(2, "errors")`.
@@ -77,7 +88,11 @@ impl Stats {
         let counts = if parts.is_empty() {
             "no tests ran".to_string()
         } else {
-            parts.iter().map(|(count, noun)| format!("{count} {noun}")).collect::<Vec<_>>().join(", ")
+            parts
+                .iter()
+                .map(|(count, noun)| format!("{count} {noun}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         format!("{counts} in {}", format_duration(elapsed))
     }
@@ -98,7 +113,12 @@ pub fn format_duration(elapsed: Duration) -> String {
         format!("{seconds:.2}s")
     } else {
         let whole = elapsed.as_secs();
-        format!("{seconds:.2}s ({}:{:02}:{:02})", whole / 3600, whole / 60 % 60, whole % 60)
+        format!(
+            "{seconds:.2}s ({}:{:02}:{:02})",
+            whole / 3600,
+            whole / 60 % 60,
+            whole % 60
+        )
     }
 }
 
@@ -124,7 +144,9 @@ mod tests {
     #[test]
     fn closing_line_follows_pytest_order_and_plurals() {
         let mut stats = Stats::default();
-        for category in ["passed", "error", "failed", "passed", "skipped", "xfailed", "error", "", "hung"] {
+        for category in [
+            "passed", "error", "failed", "passed", "skipped", "xfailed", "error", "", "hung",
+        ] {
             stats.add(category, 1);
         }
         stats.add("deselected", 3);
@@ -138,11 +160,17 @@ mod tests {
     #[test]
     fn empty_runs_say_no_tests_ran() {
         let stats = Stats::default();
-        assert_eq!(stats.closing_line(Duration::from_millis(10)), "no tests ran in 0.01s");
+        assert_eq!(
+            stats.closing_line(Duration::from_millis(10)),
+            "no tests ran in 0.01s"
+        );
         assert_eq!(stats.color(), Color::Yellow);
         let mut deselected = Stats::default();
         deselected.add("deselected", 4);
-        assert_eq!(deselected.closing_line(Duration::from_millis(10)), "4 deselected in 0.01s");
+        assert_eq!(
+            deselected.closing_line(Duration::from_millis(10)),
+            "4 deselected in 0.01s"
+        );
     }
 
     #[test]
@@ -158,7 +186,10 @@ mod tests {
 
     #[test]
     fn long_durations_show_clock_time() {
-        assert_eq!(format_duration(Duration::from_secs_f64(65.31)), "65.31s (0:01:05)");
+        assert_eq!(
+            format_duration(Duration::from_secs_f64(65.31)),
+            "65.31s (0:01:05)"
+        );
     }
 
     #[test]

@@ -71,7 +71,12 @@ impl Zygote {
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
         let stdout = keep_output(child.stdout.take().expect("piped"));
         let stderr = keep_output(child.stderr.take().expect("piped"));
-        Ok(Zygote { child, pid, stdout, stderr })
+        Ok(Zygote {
+            child,
+            pid,
+            stdout,
+            stderr,
+        })
     }
 
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
@@ -89,7 +94,9 @@ impl Zygote {
     }
 
     pub fn output(&self) -> (String, String) {
-        let text = |buffer: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
+        let text = |buffer: &Arc<Mutex<Vec<u8>>>| {
+            String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned()
+        };
         (text(&self.stdout), text(&self.stderr))
     }
 }
