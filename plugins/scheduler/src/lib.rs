@@ -10,10 +10,11 @@
 
 extern crate alloc;
 
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cmp::Ordering;
+
+use hashbrown::HashMap;
 
 wit_bindgen::generate!({ world: "scheduler", path: "../../wit" });
 
@@ -40,13 +41,13 @@ impl Guest for LongestFirst {
         tests: Vec<TestCase>,
         history: Vec<TestHistory>,
     ) -> Result<Plan, String> {
-        let durations: BTreeMap<String, f64> = history
-            .into_iter()
-            .filter_map(|h| Some((h.id, h.mean_duration.filter(|d| d.is_finite())?)))
+        let durations: HashMap<&str, f64> = history
+            .iter()
+            .filter_map(|h| Some((h.id.as_str(), h.mean_duration.filter(|d| d.is_finite())?)))
             .collect();
         let mut order: Vec<(Option<f64>, String)> = tests
             .into_iter()
-            .map(|t| (durations.get(&t.id).copied(), t.id))
+            .map(|t| (durations.get(t.id.as_str()).copied(), t.id))
             .collect();
         order.sort_by(|(a, _), (b, _)| match (a, b) {
             (None, None) => Ordering::Equal,
