@@ -104,13 +104,7 @@ mod tests {
 
     fn tests(ids: &[&str]) -> Vec<TestCase> {
         ids.iter()
-            .map(|id| TestCase {
-                id: (*id).into(),
-                file: "t.py".into(),
-                line: None,
-                markers: vec![],
-                group: None,
-            })
+            .map(|id| crate::policy::tests::case(id))
             .collect()
     }
 

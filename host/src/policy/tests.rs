@@ -25,14 +25,11 @@ fn load(state_dir: &Path) -> Policies {
     .unwrap()
 }
 
-fn case(id: &str) -> TestCase {
-    TestCase {
-        id: id.into(),
-        file: id.split("::").next().unwrap().into(),
-        line: Some(1),
-        markers: vec![],
-        group: None,
-    }
+/// A collected test; built from JSON, as the zygote sends it, so optional
+/// fields added to the model later default here too.
+pub(super) fn case(id: &str) -> TestCase {
+    let file = id.split("::").next().unwrap();
+    serde_json::from_value(serde_json::json!({ "id": id, "file": file, "markers": [] })).unwrap()
 }
 
 fn history(id: &str, mean: Option<f64>) -> TestHistory {
