@@ -12,6 +12,7 @@ Everything crosses a unix socket as frames: a 4-byte big-endian length and a
 UTF-8 JSON object. Never pickle: the host must be able to reject a bad frame.
 """
 
+import faulthandler
 import gc
 import json
 import os
@@ -99,6 +100,25 @@ def _group(item):
     return None if name is None else str(name)
 
 
+def _timeout(item):
+    """Seconds from ``@pytest.mark.timeout(N)`` (pytest-timeout's marker)."""
+    mark = item.get_closest_marker("timeout")
+    if mark is None:
+        return None
+    value = mark.args[0] if mark.args else mark.kwargs.get("timeout")
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float_or_none(text):
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
 def _describe(item):
     path, line, _ = item.location
     return {
@@ -107,6 +127,7 @@ def _describe(item):
         "line": None if line is None else line + 1,
         "markers": _markers(item),
         "group": _group(item),
+        "timeout": _timeout(item),
     }
 
 
@@ -166,8 +187,13 @@ class RunnerPlugin:
 
     # --- collection (zygote) -------------------------------------------------
 
+    def pytest_addoption(self, parser):
+        parser.addini("runner_timeout", "runner: default per-test timeout in seconds", default="")
+
     def pytest_configure(self, config):
         self.config = config
+        if not any(line.startswith("timeout") for line in config.getini("markers")):
+            config.addinivalue_line("markers", "timeout(seconds): fail the test if it runs longer (runner)")
         # xdist brings its own worker_id fixture; without it, provide ours.
         if not config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_xdist_compat(), "runner-xdist-compat")
@@ -215,6 +241,8 @@ class RunnerPlugin:
                 "warnings": self.collect_warnings,
                 "deselected": self.deselected,
                 "interrupted": interrupted,
+                "maxfail": config.option.maxfail or 0,
+                "timeout": _float_or_none(config.getini("runner_timeout")),
             }
         )
         if interrupted:
@@ -325,8 +353,16 @@ class Worker:
 
     def serve(self):
         self._become_worker()
+        hello = {"t": "hello", "worker": self.worker_id, "pid": os.getpid()}
+        # faulthandler writes crash and timeout tracebacks straight to a
+        # socket the host reads: pytest's capture can't swallow them, and
+        # they arrive even if this process dies right after.
+        self.evidence = Channel(self.plugin.socket_path)
+        self.evidence.send({**hello, "role": "evidence"})
+        faulthandler.enable(file=self.evidence.sock.fileno(), all_threads=True)
+        faulthandler.register(signal.SIGUSR1, file=self.evidence.sock.fileno(), all_threads=True)
         channel = Channel(self.plugin.socket_path)
-        channel.send({"t": "hello", "role": "worker", "worker": self.worker_id, "pid": os.getpid()})
+        channel.send({**hello, "role": "worker"})
         pending = deque()
         shutting_down = False
         asked = False
@@ -348,6 +384,8 @@ class Worker:
             message = channel.recv()
             if message is None or message["t"] == "shutdown":
                 shutting_down = True
+                if message is not None and message.get("drop_pending"):
+                    pending.clear()  # --maxfail reached: what is queued won't run
             elif message["t"] == "run":
                 pending.extend(self.items[test_id] for test_id in message["ids"])
                 asked = False
@@ -355,6 +393,9 @@ class Worker:
         return True
 
     def _become_worker(self):
+        # Its own process group, so that the host can stop the worker and
+        # every process a test started with one signal.
+        os.setpgid(0, 0)
         os.environ["PYTEST_XDIST_WORKER"] = self.worker_id
         os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(self.worker_count)
         # What xdist's worker_id/testrun_uid fixtures and cacheprovider read.

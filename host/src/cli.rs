@@ -30,6 +30,25 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub run_log: Option<PathBuf>,
 
+    /// Per-test timeout in seconds: past it, the test's traceback is dumped,
+    /// its worker and every process it started are killed, and the test is
+    /// recorded as hung. `@pytest.mark.timeout(N)` and the `runner_timeout`
+    /// ini option set it too (the marker wins).
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub timeout: Option<f64>,
+
+    /// Print a notice for each test still running after SECS (and again at every multiple).
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub slow: Option<f64>,
+
+    /// Stop the whole run after SECS: tests in flight are stopped as hung, the rest do not run.
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub global_timeout: Option<f64>,
+
+    /// Replacement workers allowed after crashes before the run stops [default: 4 × workers].
+    #[arg(long, value_name = "N")]
+    pub max_worker_restart: Option<u32>,
+
     /// Print a line for every test, not only for failures.
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
@@ -41,6 +60,15 @@ pub struct Cli {
     /// Arguments for pytest.
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
+}
+
+fn positive_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(secs),
+        _ => Err(format!(
+            "expected a positive number of seconds, got {text:?}"
+        )),
+    }
 }
 
 impl Cli {

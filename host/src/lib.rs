@@ -3,10 +3,12 @@
 //! collect (zygote) -> plan (policy) -> dispatch (run) -> record -> report.
 
 pub mod cli;
+pub mod connections;
 pub mod exit_code;
 pub mod model;
 pub mod outcome;
 pub mod policy;
+pub mod pool;
 pub mod python;
 pub mod recorder;
 pub mod run;
@@ -41,7 +43,19 @@ pub fn main_impl() -> i32 {
             return exit_code::USAGE_ERROR;
         }
     };
+    // Workers are the zygote's children; if the zygote dies they become
+    // runner's, so that none escapes.
+    if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!("warning: could not become a child subreaper: {error}");
+    }
     let settings = RunSettings {
+        limits: pool::Limits {
+            timeout: cli.timeout,
+            slow: cli.slow,
+            global_timeout: cli.global_timeout,
+            ..Default::default()
+        },
+        max_worker_restart: cli.max_worker_restart,
         python,
         workers: cli.workers,
         verbosity: cli.verbosity(),

@@ -17,6 +17,9 @@ pub struct TestCase {
     pub markers: Vec<String>,
     /// The `xdist_group` marker's name, if any.
     pub group: Option<String>,
+    /// Seconds from the test's `timeout` marker, if any.
+    #[serde(default)]
+    pub timeout: Option<f64>,
 }
 
 /// The outcome of one test, as pytest would summarise it, plus the two

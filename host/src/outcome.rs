@@ -45,21 +45,36 @@ fn category_outcome(report: &PhaseReport) -> Outcome {
     }
 }
 
-/// The report that stands for a test whose worker died while running it.
-pub fn lost_report(id: &str, worker: &str) -> PhaseReport {
+/// The report that stands for a test the worker could not report itself:
+/// it hung or crashed. `category` is "hung" or "crashed".
+pub fn synthetic_report(
+    id: &str,
+    category: &str,
+    message: &str,
+    longrepr: &str,
+    duration: f64,
+) -> PhaseReport {
     PhaseReport {
         when: "call".into(),
         outcome: "failed".into(),
-        category: "crashed".into(),
-        letter: "C".into(),
-        word: "CRASHED".into(),
-        duration: 0.0,
-        longrepr: format!("worker {worker} exited unexpectedly while running {id}"),
+        category: category.into(),
+        letter: category[..1].to_uppercase(),
+        word: category.to_uppercase(),
+        duration,
+        longrepr: longrepr.into(),
         sections: Vec::new(),
-        head_line: id.rsplit("::").next().unwrap_or(id).to_string(),
-        message: Some(format!("worker {worker} exited unexpectedly")),
+        head_line: head_line(id),
+        message: Some(message.into()),
         wasxfail: None,
         skip: None,
+    }
+}
+
+/// pytest's `head_line` for a node id: the part after the file, dotted.
+fn head_line(id: &str) -> String {
+    match id.split_once("::") {
+        Some((_, rest)) => rest.replace("::", "."),
+        None => id.to_string(),
     }
 }
 

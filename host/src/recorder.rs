@@ -138,6 +138,15 @@ impl Recorder {
         result
     }
 
+    /// Planned tests that never ran (the run stopped early), for the log and
+    /// the summary.
+    pub fn not_run(&mut self, ids: &[String]) {
+        for id in ids {
+            self.log(json!({"type": "not-run", "id": id}));
+        }
+        self.note(format!("{} planned tests did not run", ids.len()));
+    }
+
     fn report_event(&mut self, event: &RunEvent) {
         if let Err(error) = self.policies.report(event) {
             self.reporter_failed = true;

@@ -14,13 +14,16 @@ use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
+use crate::connections::ConnEvent;
+use crate::connections::{ConnId, accept_connections};
 use crate::exit_code;
 use crate::model::PlanContext;
 use crate::policy::{Policies, PolicyOptions};
+use crate::pool::{Limits, Pool, StopReason};
 use crate::recorder::Recorder;
 use crate::state::{History, RunLog};
 use crate::ui::{Terminal, Verbosity};
-use crate::wire::{self, Collected, Inbound, Outbound, Role, WireError};
+use crate::wire::{self, Collected, Inbound, Outbound};
 use crate::zygote::{NO_PYTEST_EXIT, Zygote, ZygoteSpec};
 
 /// Everything a run needs, resolved from the command line.
@@ -31,23 +34,10 @@ pub struct RunSettings {
     pub junitxml: Option<PathBuf>,
     pub run_log: Option<PathBuf>,
     pub verbosity: Verbosity,
-}
-
-type ConnId = u64;
-
-/// What the connection tasks tell the run loop.
-enum ConnEvent {
-    Opened(ConnId, OwnedWriteHalf),
-    Message(ConnId, Inbound),
-    Closed(ConnId),
-    Broken(ConnId, WireError),
-}
-
-/// A forked worker as the run loop sees it.
-struct Worker {
-    id: String,
-    /// Tests sent to it and not yet reported, in the order it runs them.
-    assigned: VecDeque<String>,
+    /// Timeouts, slow notices, maxfail (filled from pytest's config later).
+    pub limits: Limits,
+    /// Replacement workers allowed [default: 4 × workers, like xdist].
+    pub max_worker_restart: Option<u32>,
 }
 
 pub async fn run(settings: RunSettings) -> Result<i32> {
@@ -80,14 +70,14 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
             event = events.recv() => match event {
                 Some(ConnEvent::Opened(conn, writer)) => { writers.insert(conn, writer); }
                 Some(ConnEvent::Message(conn, Inbound::Collected(collected))) => break (conn, collected),
-                Some(ConnEvent::Message(_, _)) | Some(ConnEvent::Closed(_)) => {}
+                Some(ConnEvent::Message(..) | ConnEvent::Closed(_) | ConnEvent::Evidence(..)) => {}
                 Some(ConnEvent::Broken(_, error)) => anyhow::bail!("the zygote sent a bad message: {error}"),
                 None => unreachable!("the accept task holds a sender"),
             },
             status = zygote.wait() => {
                 let status = status?;
                 let (stdout, stderr) = zygote.output();
-                let code = status.code().unwrap_or(exit_code::INTERNAL_ERROR);
+                let code = status.code().unwrap_or(exit_code::INTERRUPTED);
                 if code == NO_PYTEST_EXIT {
                     eprint!("{stderr}");
                     eprintln!(
@@ -98,8 +88,12 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
                 }
                 print!("{stdout}");
                 eprint!("{stderr}");
-                if status.code().is_none() {
-                    eprintln!("error: Python exited during collection ({status})");
+                if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+                    eprintln!(
+                        "error: Python crashed during collection: killed by {}\n  (its output is above)",
+                        crate::pool::signal_name(signal)
+                    );
+                    return Ok(exit_code::INTERRUPTED);
                 }
                 return Ok(code);
             }
@@ -120,6 +114,8 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         warnings,
         deselected,
         interrupted,
+        maxfail,
+        timeout: ini_timeout,
     } = collected;
     let state_dir = PathBuf::from(&rootdir).join(".runner");
     let workers = settings
@@ -158,7 +154,13 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         recorder.interrupted(reason.clone());
     }
     if interrupted.is_some() || tests.is_empty() {
-        let _ = wire::write_frame(zygote_writer, &Outbound::Shutdown).await;
+        let _ = wire::write_frame(
+            zygote_writer,
+            &Outbound::Shutdown {
+                drop_pending: false,
+            },
+        )
+        .await;
         let _ = tokio::time::timeout(Duration::from_secs(10), zygote.wait()).await;
         let code = if interrupted.is_some() {
             exit_code::INTERRUPTED
@@ -179,7 +181,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
             .terminal
             .header(&format!("deselected by the scheduler: {id} ({reason})"));
     }
-    let mut batches: VecDeque<Vec<String>> =
+    let batches: VecDeque<Vec<String>> =
         plan.batches.into_iter().filter(|b| !b.is_empty()).collect();
     let planned: usize = batches.iter().map(Vec::len).sum();
     recorder
@@ -187,165 +189,42 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         .add("deselected", plan.deselected.len() as u32);
     recorder.terminal.start(planned as u64);
 
-    let mut next_worker = 0u32;
-    let fork = async |writer: &mut OwnedWriteHalf, next: &mut u32| -> Result<(), WireError> {
-        let id = format!("gw{next}");
-        *next += 1;
-        wire::write_frame(
-            writer,
-            &Outbound::Fork {
-                worker: &id,
-                count: workers,
-            },
-        )
-        .await
+    let timeouts: HashMap<String, f64> = tests
+        .iter()
+        .filter_map(|t| Some((t.id.clone(), t.timeout?)))
+        .collect();
+    let limits = Limits {
+        timeout: settings.limits.timeout.or(ini_timeout),
+        maxfail,
+        max_worker_restart: settings.max_worker_restart.unwrap_or(4 * workers),
+        ..settings.limits.clone()
     };
-    for _ in 0..workers {
-        fork(zygote_writer, &mut next_worker)
-            .await
-            .context("failed to ask the zygote for a worker")?;
-    }
+    let pool = Pool::new(
+        &mut recorder,
+        &mut zygote,
+        writers,
+        zygote_conn,
+        limits,
+        workers,
+        batches,
+        timeouts,
+    );
+    let end = pool.run(&mut events).await?;
 
-    let mut live: HashMap<ConnId, Worker> = HashMap::new();
-    let mut interrupted_by_user = false;
-    let mut restarts = 0u32;
-    let max_restarts = 4 * workers;
-    let mut zygote_alive = true;
-    // Runs until every worker has said goodbye after its last test.
-    while recorder.recorded < planned || !live.is_empty() {
-        tokio::select! {
-            event = events.recv() => match event.expect("the accept task holds a sender") {
-                ConnEvent::Opened(conn, writer) => { writers.insert(conn, writer); }
-                ConnEvent::Message(conn, message) => match message {
-                    Inbound::Hello { role: Role::Worker, worker: Some(id), .. } => {
-                        live.insert(conn, Worker { id, assigned: VecDeque::new() });
-                    }
-                    Inbound::Ready => {
-                        let Some(writer) = writers.get_mut(&conn) else { continue };
-                        let Some(worker) = live.get_mut(&conn) else { continue };
-                        let message = match batches.pop_front() {
-                            Some(batch) => {
-                                worker.assigned.extend(batch.iter().cloned());
-                                wire::write_frame(writer, &Outbound::Run { ids: &batch }).await
-                            }
-                            None => wire::write_frame(writer, &Outbound::Shutdown).await,
-                        };
-                        if let Err(error) = message {
-                            recorder.note(format!("lost the connection to worker {}: {error}", worker.id));
-                        }
-                    }
-                    Inbound::Result { id, reports, warnings } => {
-                        recorder.warnings(warnings);
-                        let Some(worker) = live.get_mut(&conn) else { continue };
-                        if let Some(position) = worker.assigned.iter().position(|a| *a == id) {
-                            worker.assigned.remove(position);
-                            let name = worker.id.clone();
-                            recorder.test_finished(&id, &name, reports);
-                        } else {
-                            recorder.note(format!("worker {} reported a test it was not given: {id}", worker.id));
-                        }
-                    }
-                    Inbound::Started { .. } | Inbound::Forked { .. } | Inbound::WorkerExited { .. } => {}
-                    Inbound::Hello { .. } | Inbound::Collected(_) => {
-                        recorder.note("unexpected message from the Python side".into());
-                    }
-                },
-                ConnEvent::Closed(conn) | ConnEvent::Broken(conn, _) => {
-                    writers.remove(&conn);
-                    let Some(worker) = live.remove(&conn) else { continue };
-                    if worker.assigned.is_empty() {
-                        continue;
-                    }
-                    // The worker died with tests in hand: the first was running.
-                    let mut assigned = worker.assigned;
-                    let running = assigned.pop_front().expect("not empty");
-                    recorder.test_finished(&running, &worker.id, vec![crate::outcome::lost_report(&running, &worker.id)]);
-                    if !assigned.is_empty() {
-                        batches.push_front(assigned.into_iter().collect());
-                    }
-                    if restarts >= max_restarts {
-                        recorder.note(format!("workers crashed {restarts} times; stopping (the limit is 4 × workers)"));
-                        break;
-                    }
-                    if zygote_alive && recorder.recorded < planned {
-                        restarts += 1;
-                        if let Some(writer) = writers.get_mut(&zygote_conn) {
-                            fork(writer, &mut next_worker).await.context("failed to ask the zygote for a worker")?;
-                        }
-                    }
-                }
-            },
-            status = zygote.wait(), if zygote_alive => {
-                zygote_alive = false;
-                let status = status?;
-                let (_, stderr) = zygote.output();
-                recorder.note(format!("the zygote exited unexpectedly ({status}); its last output:\n{}", tail(&stderr, 40)));
-                break;
-            }
-            _ = tokio::signal::ctrl_c() => {
-                interrupted_by_user = true;
-                break;
-            }
-        }
+    if !end.not_run.is_empty() {
+        recorder.not_run(&end.not_run);
     }
-
-    let unfinished = planned - recorder.recorded.min(planned);
-    if interrupted_by_user || unfinished > 0 || !zygote_alive {
-        zygote.kill_all();
-        let _ = tokio::time::timeout(Duration::from_secs(5), zygote.wait()).await;
-        if unfinished > 0 {
-            recorder.note(format!(
-                "{unfinished} of {planned} planned tests did not run"
-            ));
-        }
-    } else {
-        if let Some(writer) = writers.get_mut(&zygote_conn) {
-            let _ = wire::write_frame(writer, &Outbound::Shutdown).await;
-        }
-        if tokio::time::timeout(Duration::from_secs(30), zygote.wait())
-            .await
-            .is_err()
-        {
-            recorder.note("the zygote did not exit within 30s of the run's end; killed it".into());
-            zygote.kill_all();
-        }
+    for warning in &end.untrusted {
+        recorder.note(format!("this run can't be trusted: {warning}"));
     }
-    let code = if interrupted_by_user {
-        recorder.interrupted("KeyboardInterrupt".into());
-        exit_code::INTERRUPTED
-    } else if recorder.stats.has_failures() || unfinished > 0 || !zygote_alive {
-        exit_code::TESTS_FAILED
-    } else {
-        exit_code::OK
+    let code = match end.stop {
+        Some(StopReason::Signal(_)) | Some(StopReason::GlobalTimeout(_)) => exit_code::INTERRUPTED,
+        _ if recorder.stats.has_failures() || !end.untrusted.is_empty() || end.stop.is_some() => {
+            exit_code::TESTS_FAILED
+        }
+        _ => exit_code::OK,
     };
     Ok(recorder.finish(code))
-}
-
-async fn accept_connections(listener: UnixListener, events: mpsc::UnboundedSender<ConnEvent>) {
-    let mut next: ConnId = 0;
-    while let Ok((stream, _)) = listener.accept().await {
-        let conn = next;
-        next += 1;
-        let (mut reader, writer) = stream.into_split();
-        if events.send(ConnEvent::Opened(conn, writer)).is_err() {
-            return;
-        }
-        let events = events.clone();
-        tokio::spawn(async move {
-            let mut reader = tokio::io::BufReader::new(&mut reader);
-            loop {
-                let event = match wire::read_frame(&mut reader).await {
-                    Ok(Some(message)) => ConnEvent::Message(conn, message),
-                    Ok(None) => ConnEvent::Closed(conn),
-                    Err(error) => ConnEvent::Broken(conn, error),
-                };
-                let last = !matches!(event, ConnEvent::Message(..));
-                if events.send(event).is_err() || last {
-                    return;
-                }
-            }
-        });
-    }
 }
 
 fn default_workers() -> u32 {
@@ -371,9 +250,4 @@ fn cache_dir() -> PathBuf {
             std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache").join("runner"))
         })
         .unwrap_or_else(|| std::env::temp_dir().join("runner-cache"))
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -196,6 +196,6 @@ mod tests {
     fn separators_are_centred_to_the_width() {
         let line = separator('=', "1 passed in 0.01s", 80);
         assert_eq!(line.chars().count(), 80);
-        assert!(line.starts_with("=============================== 1 passed"));
+        assert!(line.starts_with(&format!("{} 1 passed", "=".repeat(30))));
     }
 }

@@ -74,6 +74,14 @@ impl Terminal {
         });
     }
 
+    /// A live notice during the run (a slow test), unless quiet.
+    pub fn notice(&self, line: &str) {
+        if self.verbosity >= Verbosity::Normal {
+            self.bar
+                .suspend(|| eprintln!("{}", Style::new().yellow().apply_to(line)));
+        }
+    }
+
     pub fn header(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {
             self.bar

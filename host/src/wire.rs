@@ -62,7 +62,10 @@ pub enum Inbound {
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Zygote,
+    /// A worker's command connection.
     Worker,
+    /// A worker's second connection, where faulthandler writes tracebacks.
+    Evidence,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +82,12 @@ pub struct Collected {
     pub deselected: u32,
     /// Set when pytest stops the session because collection failed.
     pub interrupted: Option<String>,
+    /// pytest's `--maxfail` (`-x` is 1); 0 for no limit.
+    #[serde(default)]
+    pub maxfail: u32,
+    /// The `runner_timeout` ini option, seconds.
+    #[serde(default)]
+    pub timeout: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -135,8 +144,12 @@ pub enum Outbound<'a> {
     Fork { worker: &'a str, count: u32 },
     /// To a worker: run these tests, in order, after what it already has.
     Run { ids: &'a [String] },
-    /// To either: finish what you have and exit.
-    Shutdown,
+    /// To either: finish what you have and exit. With `drop_pending`, a
+    /// worker drops the tests it holds but has not started (--maxfail).
+    Shutdown {
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        drop_pending: bool,
+    },
 }
 
 pub async fn read_frame<R: AsyncRead + Unpin>(
@@ -184,7 +197,7 @@ mod tests {
         let body = br#"{"t":"result","id":"t.py::a","reports":[{"when":"call","outcome":"passed","category":"passed","letter":".","word":"PASSED","duration":0.5,"longrepr":"","sections":[],"head_line":"a"}]}"#;
         let mut input = &framed(body)[..];
         match read_frame(&mut input).await.unwrap() {
-            Some(Inbound::Result { id, reports }) => {
+            Some(Inbound::Result { id, reports, .. }) => {
                 assert_eq!(id, "t.py::a");
                 assert_eq!(reports[0].category, "passed");
             }

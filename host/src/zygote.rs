@@ -18,7 +18,11 @@ pub const NO_PYTEST_EXIT: i32 = 97;
 /// Loads the shim from its file, so it never shadows a module of the
 /// project, then hands the arguments to pytest.
 const BOOTSTRAP: &str = r#"
-import importlib.util, os, sys
+import faulthandler, importlib.util, os, sys
+# A crash while pytest imports the project must leave a traceback: write it
+# to a copy of stderr, which pytest's output capture does not redirect.
+_crash_stream = os.fdopen(os.dup(2), "w")
+faulthandler.enable(file=_crash_stream, all_threads=True)
 try:
     import pytest
 except ImportError as error:

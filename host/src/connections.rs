@@ -1,0 +1,86 @@
+//! The host's unix socket: accepts the zygote's and the workers'
+//! connections and turns what they send into events for the run loop.
+//! Readers only decode and forward; all state lives in the run loop.
+
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixListener;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::mpsc;
+
+use crate::wire::{self, Inbound, Role, WireError};
+
+pub type ConnId = u64;
+
+/// Evidence kept per worker; faulthandler dumps are a few KiB.
+const EVIDENCE_CHUNK: usize = 16 * 1024;
+
+pub enum ConnEvent {
+    Opened(ConnId, OwnedWriteHalf),
+    Message(ConnId, Inbound),
+    /// Raw bytes on a worker's evidence connection (faulthandler output).
+    Evidence(ConnId, Vec<u8>),
+    Closed(ConnId),
+    Broken(ConnId, WireError),
+}
+
+pub async fn accept_connections(listener: UnixListener, events: mpsc::UnboundedSender<ConnEvent>) {
+    let mut next: ConnId = 0;
+    while let Ok((stream, _)) = listener.accept().await {
+        let conn = next;
+        next += 1;
+        let (reader, writer) = stream.into_split();
+        if events.send(ConnEvent::Opened(conn, writer)).is_err() {
+            return;
+        }
+        tokio::spawn(read_connection(conn, reader, events.clone()));
+    }
+}
+
+async fn read_connection(
+    conn: ConnId,
+    reader: tokio::net::unix::OwnedReadHalf,
+    events: mpsc::UnboundedSender<ConnEvent>,
+) {
+    let mut reader = tokio::io::BufReader::new(reader);
+    loop {
+        let event = match wire::read_frame(&mut reader).await {
+            Ok(Some(message)) => {
+                let evidence = matches!(
+                    message,
+                    Inbound::Hello {
+                        role: Role::Evidence,
+                        ..
+                    }
+                );
+                if events.send(ConnEvent::Message(conn, message)).is_err() {
+                    return;
+                }
+                if evidence {
+                    break;
+                }
+                continue;
+            }
+            Ok(None) => ConnEvent::Closed(conn),
+            Err(error) => ConnEvent::Broken(conn, error),
+        };
+        let _ = events.send(event);
+        return;
+    }
+    // After its hello, an evidence connection carries plain text that
+    // faulthandler writes from a signal handler: no frames.
+    let mut chunk = vec![0u8; EVIDENCE_CHUNK];
+    loop {
+        match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if events
+                    .send(ConnEvent::Evidence(conn, chunk[..n].to_vec()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = events.send(ConnEvent::Closed(conn));
+}

@@ -1,0 +1,693 @@
+//! The workers of a run and their supervision: hands out batches to
+//! whichever worker asks, records results, and turns every way a worker can
+//! go wrong (a hang past the timeout, a crash, an exit) into an outcome for
+//! the test it was running, with the evidence, then replaces the worker.
+//! One task owns all of this state; see `run` for the phases around it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::connections::{ConnEvent, ConnId};
+use crate::outcome::synthetic_report;
+use crate::recorder::Recorder;
+use crate::wire::{self, Inbound, Outbound, Role};
+use crate::zygote::Zygote;
+
+/// After the traceback dump, how long a timed-out worker gets before SIGTERM.
+const DUMP_WAIT: Duration = Duration::from_millis(300);
+/// Between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+/// How long to wait for a lost worker's exit status and last evidence.
+const EXIT_STATUS_WAIT: Duration = Duration::from_secs(2);
+/// Evidence kept per worker.
+const EVIDENCE_LIMIT: usize = 1024 * 1024;
+const TICK: Duration = Duration::from_millis(50);
+
+/// Supervision settings, from the command line and pytest's config.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Per-test timeout in seconds, unless a test's marker says otherwise.
+    pub timeout: Option<f64>,
+    /// Print a notice for tests running longer than this.
+    pub slow: Option<f64>,
+    /// Stop the whole run after this long.
+    pub global_timeout: Option<f64>,
+    /// Replacement workers allowed before the run stops.
+    pub max_worker_restart: u32,
+    /// Stop after this many failures (pytest's --maxfail; 0 = never).
+    pub maxfail: u32,
+}
+
+/// Why the run stopped dispatching before the plan was done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopReason {
+    MaxFail(u32),
+    GlobalTimeout(f64),
+    RestartLimit(u32),
+    ZygoteDied(String),
+    Signal(&'static str),
+}
+
+impl StopReason {
+    pub fn describe(&self) -> String {
+        match self {
+            StopReason::MaxFail(n) => format!("stopping after {n} failures"),
+            StopReason::GlobalTimeout(secs) => format!("global timeout of {secs}s reached"),
+            StopReason::RestartLimit(n) => {
+                format!("workers crashed {n} times, the --max-worker-restart limit; stopping")
+            }
+            StopReason::ZygoteDied(status) => format!("the zygote died ({status})"),
+            StopReason::Signal(name) => name.to_string(),
+        }
+    }
+}
+
+/// How a run's worker phase ended.
+pub struct PoolEnd {
+    pub stop: Option<StopReason>,
+    /// Planned tests that never ran.
+    pub not_run: Vec<String>,
+    /// Reasons the run's result can't be trusted (lost results, workers that
+    /// died outside a test).
+    pub untrusted: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    Running,
+    /// SIGUSR1 sent: faulthandler dumps every thread's traceback.
+    Dumped(Instant),
+    Terminated(Instant),
+    Killed,
+}
+
+struct Running {
+    id: String,
+    since: Instant,
+    timeout: Option<Duration>,
+    stage: Stage,
+    slow_notices: u32,
+    /// Set when the global timeout, not the test's own, stopped it.
+    global: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+#[derive(Default)]
+struct Worker {
+    pid: Option<i32>,
+    conn: Option<ConnId>,
+    assigned: VecDeque<String>,
+    running: Option<Running>,
+    evidence: Vec<u8>,
+    evidence_open: bool,
+    exit: Option<ExitStatus>,
+    /// When its command connection closed.
+    lost_at: Option<Instant>,
+    /// Told to shut down: leaving now is expected.
+    released: bool,
+    /// Its test timed out and it is being stopped: whatever it still sends
+    /// is void (the dump signal itself can make a blocked test return).
+    condemned: bool,
+}
+
+pub struct Pool<'a> {
+    recorder: &'a mut Recorder,
+    zygote: &'a mut Zygote,
+    writers: HashMap<ConnId, OwnedWriteHalf>,
+    zygote_conn: ConnId,
+    zygote_alive: bool,
+    limits: Limits,
+    worker_count: u32,
+    next_worker: u32,
+    restarts: u32,
+    workers: HashMap<String, Worker>,
+    /// Connection → (worker id, is the evidence connection).
+    conns: HashMap<ConnId, (String, bool)>,
+    batches: VecDeque<Vec<String>>,
+    planned: HashSet<String>,
+    timeouts: HashMap<String, f64>,
+    finished: usize,
+    failures: u32,
+    stop: Option<StopReason>,
+    not_run: Vec<String>,
+    untrusted: Vec<String>,
+    started: Instant,
+}
+
+impl<'a> Pool<'a> {
+    #[expect(clippy::too_many_arguments)]
+    pub fn new(
+        recorder: &'a mut Recorder,
+        zygote: &'a mut Zygote,
+        writers: HashMap<ConnId, OwnedWriteHalf>,
+        zygote_conn: ConnId,
+        limits: Limits,
+        worker_count: u32,
+        batches: VecDeque<Vec<String>>,
+        timeouts: HashMap<String, f64>,
+    ) -> Pool<'a> {
+        let planned = batches.iter().flatten().cloned().collect();
+        Pool {
+            recorder,
+            zygote,
+            writers,
+            zygote_conn,
+            zygote_alive: true,
+            limits,
+            worker_count,
+            next_worker: 0,
+            restarts: 0,
+            workers: HashMap::new(),
+            conns: HashMap::new(),
+            batches,
+            planned,
+            timeouts,
+            finished: 0,
+            failures: 0,
+            stop: None,
+            not_run: Vec::new(),
+            untrusted: Vec::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs every planned test, or stops early; returns how it ended.
+    pub async fn run(mut self, events: &mut mpsc::UnboundedReceiver<ConnEvent>) -> Result<PoolEnd> {
+        let mut sigint = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+        let mut tick = tokio::time::interval(TICK);
+        for _ in 0..self.worker_count {
+            self.fork().await?;
+        }
+        while !self.done() {
+            tokio::select! {
+                event = events.recv() => self.on_event(event.expect("the accept task holds a sender")).await?,
+                _ = tick.tick() => self.on_tick().await?,
+                status = self.zygote.wait(), if self.zygote_alive => {
+                    self.zygote_alive = false;
+                    let status = status?;
+                    let (_, stderr) = self.zygote.output();
+                    self.recorder.note(format!(
+                        "the zygote exited unexpectedly ({status}); its last output:\n{}",
+                        tail(&stderr, 40)
+                    ));
+                    self.stop_dispatching(StopReason::ZygoteDied(status.to_string()));
+                    self.kill_workers();
+                }
+                _ = sigint.recv() => self.interrupt("KeyboardInterrupt"),
+                _ = sigterm.recv() => self.interrupt("SIGTERM"),
+            }
+            if matches!(self.stop, Some(StopReason::Signal(_))) {
+                break;
+            }
+        }
+        self.shut_down().await;
+        let accounted = self.finished + self.not_run.len();
+        if accounted != self.planned.len() && !matches!(self.stop, Some(StopReason::Signal(_))) {
+            self.untrusted.push(format!(
+                "{} tests were planned but {} were accounted for ({} results, {} not run)",
+                self.planned.len(),
+                accounted,
+                self.finished,
+                self.not_run.len()
+            ));
+        }
+        Ok(PoolEnd {
+            stop: self.stop,
+            not_run: self.not_run,
+            untrusted: self.untrusted,
+        })
+    }
+
+    fn done(&self) -> bool {
+        self.workers.is_empty() && (self.batches.is_empty() || self.stop.is_some())
+    }
+
+    async fn send(&mut self, conn: ConnId, message: &Outbound<'_>) -> bool {
+        match self.writers.get_mut(&conn) {
+            Some(writer) => wire::write_frame(writer, message).await.is_ok(),
+            None => false,
+        }
+    }
+
+    async fn fork(&mut self) -> Result<()> {
+        let id = format!("gw{}", self.next_worker);
+        self.next_worker += 1;
+        let message = Outbound::Fork {
+            worker: &id,
+            count: self.worker_count,
+        };
+        if !self.send(self.zygote_conn, &message).await {
+            anyhow::bail!("failed to ask the zygote for a worker: its connection is gone");
+        }
+        self.workers.insert(id, Worker::default());
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: ConnEvent) -> Result<()> {
+        match event {
+            ConnEvent::Opened(conn, writer) => {
+                self.writers.insert(conn, writer);
+            }
+            ConnEvent::Message(conn, message) => self.on_message(conn, message).await?,
+            ConnEvent::Evidence(conn, bytes) => {
+                if let Some(worker) = self.worker_of(conn) {
+                    let room = EVIDENCE_LIMIT.saturating_sub(worker.evidence.len());
+                    worker
+                        .evidence
+                        .extend_from_slice(&bytes[..bytes.len().min(room)]);
+                }
+            }
+            ConnEvent::Closed(conn) => self.on_closed(conn).await?,
+            ConnEvent::Broken(conn, error) => {
+                let who = self
+                    .conns
+                    .get(&conn)
+                    .map_or("an unknown peer".into(), |(w, _)| format!("worker {w}"));
+                self.recorder
+                    .note(format!("bad message from {who}: {error}"));
+                self.on_closed(conn).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn worker_of(&mut self, conn: ConnId) -> Option<&mut Worker> {
+        let (id, _) = self.conns.get(&conn)?;
+        self.workers.get_mut(id)
+    }
+
+    async fn on_message(&mut self, conn: ConnId, message: Inbound) -> Result<()> {
+        let condemned = self.worker_of(conn).is_some_and(|w| w.condemned);
+        if condemned
+            && matches!(
+                message,
+                Inbound::Ready | Inbound::Started { .. } | Inbound::Result { .. }
+            )
+        {
+            return Ok(());
+        }
+        match message {
+            Inbound::Hello {
+                role,
+                worker: Some(id),
+                pid,
+            } if role != Role::Zygote => {
+                let Some(worker) = self.workers.get_mut(&id) else {
+                    self.recorder
+                        .note(format!("a worker the run did not fork said hello: {id}"));
+                    return Ok(());
+                };
+                worker.pid = Some(pid);
+                match role {
+                    Role::Evidence => worker.evidence_open = true,
+                    _ => worker.conn = Some(conn),
+                }
+                self.conns.insert(conn, (id, role == Role::Evidence));
+            }
+            Inbound::Ready => self.dispatch(conn).await,
+            Inbound::Started { id } => {
+                let timeout = self.timeouts.get(&id).copied().or(self.limits.timeout);
+                if let Some(worker) = self.worker_of(conn) {
+                    worker.running = Some(Running {
+                        id,
+                        since: Instant::now(),
+                        timeout: timeout.filter(|t| *t > 0.0).map(Duration::from_secs_f64),
+                        stage: Stage::Running,
+                        slow_notices: 0,
+                        global: false,
+                    });
+                }
+            }
+            Inbound::Result {
+                id,
+                reports,
+                warnings,
+            } => {
+                self.recorder.warnings(warnings);
+                let Some((name, _)) = self.conns.get(&conn).cloned() else {
+                    return Ok(());
+                };
+                let Some(worker) = self.workers.get_mut(&name) else {
+                    return Ok(());
+                };
+                let Some(position) = worker.assigned.iter().position(|a| *a == id) else {
+                    self.recorder.note(format!(
+                        "worker {name} reported a test it was not given: {id}"
+                    ));
+                    return Ok(());
+                };
+                worker.assigned.remove(position);
+                worker.running = None;
+                let failed = reports
+                    .iter()
+                    .filter(|r| r.outcome == "failed" && r.wasxfail.is_none())
+                    .count();
+                self.recorder.test_finished(&id, &name, reports);
+                self.finished += 1;
+                self.count_failures(failed as u32);
+            }
+            Inbound::Forked { worker, pid } => {
+                if let Some(worker) = self.workers.get_mut(&worker) {
+                    worker.pid = Some(pid);
+                }
+            }
+            Inbound::WorkerExited {
+                worker,
+                code,
+                signal,
+                ..
+            } => {
+                if let Some(state) = self.workers.get_mut(&worker) {
+                    state.exit = Some(match (signal, code) {
+                        (Some(signal), _) => ExitStatus::Signal(signal),
+                        (None, code) => ExitStatus::Code(code.unwrap_or(0)),
+                    });
+                    self.try_finalize(&worker).await?;
+                }
+            }
+            Inbound::Hello { .. } | Inbound::Collected(_) => {
+                self.recorder
+                    .note("unexpected message from the Python side".into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, conn: ConnId) {
+        let stopping = self.stop.is_some();
+        let batch = if stopping {
+            None
+        } else {
+            self.batches.pop_front()
+        };
+        let Some(worker) = self.worker_of(conn) else {
+            return;
+        };
+        let message = match &batch {
+            Some(batch) => {
+                worker.assigned.extend(batch.iter().cloned());
+                Outbound::Run { ids: batch }
+            }
+            None => {
+                worker.released = true;
+                Outbound::Shutdown {
+                    drop_pending: stopping,
+                }
+            }
+        };
+        if !self.send(conn, &message).await {
+            // The connection is gone; on_closed requeues what it held.
+            if let Some(batch) = batch {
+                self.batches.push_front(batch);
+                if let Some(worker) = self.worker_of(conn) {
+                    worker.assigned.clear();
+                }
+            }
+        }
+    }
+
+    fn count_failures(&mut self, failed: u32) {
+        self.failures += failed;
+        if self.limits.maxfail > 0 && self.failures >= self.limits.maxfail && self.stop.is_none() {
+            self.stop_dispatching(StopReason::MaxFail(self.failures));
+        }
+    }
+
+    async fn on_closed(&mut self, conn: ConnId) -> Result<()> {
+        self.writers.remove(&conn);
+        let Some((id, evidence)) = self.conns.remove(&conn) else {
+            return Ok(());
+        };
+        let zygote_alive = self.zygote_alive;
+        if let Some(worker) = self.workers.get_mut(&id) {
+            if evidence {
+                worker.evidence_open = false;
+            } else {
+                worker.lost_at = Some(Instant::now());
+                worker.conn = None;
+                if !zygote_alive {
+                    // Nobody will report its exit status: it was ours to reap.
+                    if let Some(pid) = worker.pid {
+                        reap(pid);
+                    }
+                }
+            }
+        }
+        self.try_finalize(&id).await
+    }
+
+    /// Once a worker's connection is gone and its exit status and last
+    /// evidence are in (or waiting for them is pointless), settles its
+    /// in-flight test and requeues the rest.
+    async fn try_finalize(&mut self, id: &str) -> Result<()> {
+        let Some(worker) = self.workers.get(id) else {
+            return Ok(());
+        };
+        let Some(lost_at) = worker.lost_at else {
+            return Ok(());
+        };
+        let settled = worker.exit.is_some() && !worker.evidence_open;
+        if !settled && self.zygote_alive && lost_at.elapsed() < EXIT_STATUS_WAIT {
+            return Ok(());
+        }
+        let mut worker = self.workers.remove(id).expect("checked above");
+        let clean_exit = matches!(worker.exit, Some(ExitStatus::Code(0)));
+        if let Some(running) = worker.running.take() {
+            worker.assigned.retain(|a| *a != running.id);
+            self.record_lost_test(id, &worker, running);
+        } else if !clean_exit
+            && !matches!(self.stop, Some(StopReason::Signal(_)))
+            && self.zygote_alive
+        {
+            let how = describe_exit(worker.exit);
+            self.untrusted
+                .push(format!("worker {id} {how} outside a test"));
+            self.recorder
+                .note(format!("worker {id} {how} outside a test"));
+        }
+        let leftover: Vec<String> = worker.assigned.drain(..).collect();
+        if self.stop.is_some() {
+            self.not_run.extend(leftover);
+        } else if !leftover.is_empty() {
+            self.batches.push_front(leftover);
+        }
+        let needed = !self.batches.is_empty() && self.stop.is_none();
+        if needed && (!worker.released || self.workers.is_empty()) {
+            self.replace_worker().await?;
+        }
+        Ok(())
+    }
+
+    fn record_lost_test(&mut self, worker_id: &str, worker: &Worker, running: Running) {
+        let elapsed = running.since.elapsed().as_secs_f64();
+        let pid = worker.pid.map_or(String::new(), |p| format!(" (pid {p})"));
+        let evidence = String::from_utf8_lossy(&worker.evidence).into_owned();
+        let (category, message, mut text) = if running.stage != Stage::Running {
+            let limit = running.timeout.map_or(0.0, |t| t.as_secs_f64());
+            let why = if running.global {
+                format!("the run's global timeout stopped it after {elapsed:.2}s")
+            } else {
+                format!("Timeout: the test ran longer than {limit}s")
+            };
+            let how = match worker.exit {
+                Some(ExitStatus::Signal(s)) => format!(
+                    "its worker {worker_id}{pid} was stopped with {}",
+                    signal_name(s)
+                ),
+                _ => format!("its worker {worker_id}{pid} was stopped"),
+            };
+            ("hung", why.clone(), format!("{why}; {how}.\n"))
+        } else {
+            let how = describe_exit(worker.exit);
+            let message = format!("worker {worker_id}{pid} {how} while running this test");
+            (
+                "crashed",
+                message.clone(),
+                format!("{message}, {elapsed:.2}s in.\n"),
+            )
+        };
+        if evidence.trim().is_empty() {
+            text.push_str("(no traceback: the worker died before Python could write one)\n");
+        } else {
+            text.push_str("\nTraceback of every thread (faulthandler):\n");
+            text.push_str(&evidence);
+        }
+        let report = synthetic_report(&running.id, category, &message, &text, elapsed);
+        self.recorder
+            .test_finished(&running.id, worker_id, vec![report]);
+        self.finished += 1;
+        self.count_failures(1);
+    }
+
+    async fn replace_worker(&mut self) -> Result<()> {
+        if !self.zygote_alive {
+            self.stop_dispatching(StopReason::ZygoteDied("gone".into()));
+            return Ok(());
+        }
+        if self.restarts >= self.limits.max_worker_restart {
+            self.stop_dispatching(StopReason::RestartLimit(self.restarts));
+            return Ok(());
+        }
+        self.restarts += 1;
+        self.fork().await
+    }
+
+    fn stop_dispatching(&mut self, reason: StopReason) {
+        if self.stop.is_some() {
+            return;
+        }
+        self.recorder.interrupted(reason.describe());
+        self.not_run.extend(self.batches.drain(..).flatten());
+        self.stop = Some(reason);
+    }
+
+    fn interrupt(&mut self, name: &'static str) {
+        self.stop_dispatching(StopReason::Signal(name));
+        self.kill_workers();
+    }
+
+    async fn on_tick(&mut self) -> Result<()> {
+        let now = Instant::now();
+        if let Some(limit) = self.limits.global_timeout {
+            if self.started.elapsed().as_secs_f64() > limit && self.stop.is_none() {
+                self.stop_dispatching(StopReason::GlobalTimeout(limit));
+                for worker in self.workers.values_mut() {
+                    if let Some(running) = &mut worker.running {
+                        running.global = true;
+                        running.timeout = Some(running.since.elapsed());
+                    }
+                }
+            }
+        }
+        let slow = self.limits.slow;
+        let mut notices = Vec::new();
+        for (id, worker) in &mut self.workers {
+            let (Some(running), Some(pid)) = (&mut worker.running, worker.pid) else {
+                continue;
+            };
+            let elapsed = running.since.elapsed();
+            if let Some(slow) = slow.filter(|s| *s > 0.0) {
+                let crossed = (elapsed.as_secs_f64() / slow) as u32;
+                if crossed > running.slow_notices {
+                    running.slow_notices = crossed;
+                    notices.push(format!(
+                        "SLOW [> {:.1}s] {id} {}",
+                        crossed as f64 * slow,
+                        running.id
+                    ));
+                }
+            }
+            let Some(timeout) = running.timeout else {
+                continue;
+            };
+            running.stage = match running.stage {
+                Stage::Running if elapsed >= timeout => {
+                    worker.condemned = true;
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGUSR1);
+                    Stage::Dumped(now)
+                }
+                Stage::Dumped(at) if at.elapsed() >= DUMP_WAIT => {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+                    Stage::Terminated(now)
+                }
+                Stage::Terminated(at) if at.elapsed() >= TERM_GRACE => {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                    Stage::Killed
+                }
+                stage => stage,
+            };
+        }
+        for notice in notices {
+            self.recorder.terminal.notice(&notice);
+        }
+        let lost: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.lost_at.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            self.try_finalize(&id).await?;
+        }
+        Ok(())
+    }
+
+    fn kill_workers(&mut self) {
+        for worker in self.workers.values() {
+            if let Some(pid) = worker.pid {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                if !self.zygote_alive {
+                    reap(pid);
+                }
+            }
+        }
+        if matches!(self.stop, Some(StopReason::Signal(_))) {
+            self.workers.clear();
+        }
+    }
+
+    /// Ends the worker phase: a clean goodbye to the zygote, or no mercy.
+    async fn shut_down(&mut self) {
+        let clean = self.zygote_alive && !matches!(self.stop, Some(StopReason::Signal(_)));
+        if clean {
+            self.send(
+                self.zygote_conn,
+                &Outbound::Shutdown {
+                    drop_pending: false,
+                },
+            )
+            .await;
+            if tokio::time::timeout(Duration::from_secs(30), self.zygote.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            self.recorder
+                .note("the zygote did not exit within 30s of the run's end; killed it".into());
+        }
+        self.kill_workers();
+        self.zygote.kill_all();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.zygote.wait()).await;
+    }
+}
+
+/// Reaps a worker that became runner's child when the zygote died (runner
+/// is a child subreaper).
+fn reap(pid: i32) {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+}
+
+fn describe_exit(exit: Option<ExitStatus>) -> String {
+    match exit {
+        Some(ExitStatus::Signal(signal)) => format!("was killed by {}", signal_name(signal)),
+        Some(ExitStatus::Code(code)) => format!("exited with status {code}"),
+        None => "disappeared".to_string(),
+    }
+}
+
+pub fn signal_name(signal: i32) -> String {
+    match Signal::try_from(signal) {
+        Ok(known) => format!("signal {signal} ({})", known.as_str()),
+        Err(_) => format!("signal {signal}"),
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
