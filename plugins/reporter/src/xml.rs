@@ -59,6 +59,12 @@ impl Suite {
                     &crash_message(longrepr),
                     Some(longrepr),
                 );
+                // pytest also reports a teardown that failed after the call
+                // did, as an error of the same test case.
+                if result.phases.iter().any(|(when, category)| when == "teardown" && category == "error") {
+                    self.errors += 1;
+                    element(out, "error", None, "failed on teardown", Some(longrepr));
+                }
             }
             Outcome::Hung => {
                 self.failures += 1;
