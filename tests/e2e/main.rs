@@ -9,4 +9,5 @@
 mod exit_codes;
 mod fidelity;
 mod reports;
+mod supervision;
 mod support;

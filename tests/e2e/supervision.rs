@@ -1,0 +1,421 @@
+//! Supervision: whatever a test does (hang, segfault, abort, exit, get
+//! killed, leave children behind), the run finishes, the other tests still
+//! run, the broken one is reported with evidence, and no process survives.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Ran, copy_fixture, run, runner_bin};
+
+const TIMEOUT: f64 = 2.0;
+/// runner's dump wait (0.3 s) + SIGTERM grace (2 s) + start-up and slack.
+const MARGIN: f64 = 6.0;
+
+/// A run-log `result` line, reduced to what the assertions need.
+struct Logged {
+    outcome: String,
+    longrepr: String,
+}
+
+fn read_log(path: &Path) -> (HashMap<String, Logged>, Vec<serde_json::Value>) {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no run log at {}: {e}", path.display()));
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let results = lines
+        .iter()
+        .filter(|l| l["type"] == "result")
+        .map(|l| {
+            let logged = Logged {
+                outcome: l["outcome"].as_str().unwrap().to_string(),
+                longrepr: l["longrepr"].as_str().unwrap_or("").to_string(),
+            };
+            (l["id"].as_str().unwrap().to_string(), logged)
+        })
+        .collect();
+    (results, lines)
+}
+
+/// A tag in the environment of runner and everything it starts, to find
+/// leftovers afterwards.
+fn tag() -> String {
+    format!("runner-e2e-{}-{:?}", std::process::id(), Instant::now())
+}
+
+/// Processes (other than zombies) whose environment carries `tag`.
+fn leftovers(tag: &str) -> Vec<String> {
+    let needle = format!("RUNNER_E2E_TAG={tag}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes())
+        {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+        {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        found.push(format!(
+            "{pid}: {}",
+            String::from_utf8_lossy(&cmdline).replace('\0', " ")
+        ));
+    }
+    found
+}
+
+fn assert_no_leftovers(tag: &str) {
+    // Killed processes take a moment to disappear.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = leftovers(tag);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes left behind:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn runner_tagged(dir: &Path, tag: &str, args: &[&str]) -> (Ran, f64) {
+    let mut cmd = Command::new(runner_bin());
+    cmd.args(args).env("RUNNER_E2E_TAG", tag);
+    let started = Instant::now();
+    let ran = run(cmd, dir);
+    (ran, started.elapsed().as_secs_f64())
+}
+
+/// Runs one broken test between two healthy ones and checks its outcome,
+/// its evidence, the healthy ones, the wall time and the leftovers.
+fn broken_test(name: &str, outcome: &str, evidence: &[&str]) {
+    let project = copy_fixture("supervision");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let selection = format!("{name} or test_first_ok or test_last_ok");
+    let timeout = TIMEOUT.to_string();
+    let args = [
+        "-n",
+        "1",
+        "--timeout",
+        &timeout,
+        "--run-log",
+        log.to_str().unwrap(),
+        "--",
+        "-k",
+        &selection,
+    ];
+    let (ran, elapsed) = runner_tagged(&project.dir, &tag, &args);
+    ran.assert_code(1);
+    let (results, _) = read_log(&log);
+    assert_eq!(
+        results.len(),
+        3,
+        "three results expected\n{}",
+        ran.describe()
+    );
+    for healthy in ["test_first_ok", "test_last_ok"] {
+        let id = format!("test_broken.py::{healthy}");
+        assert_eq!(
+            results[&id].outcome,
+            "passed",
+            "{id} must be unaffected\n{}",
+            ran.describe()
+        );
+    }
+    let broken = &results[&format!("test_broken.py::{name}")];
+    assert_eq!(broken.outcome, outcome, "{}", ran.describe());
+    for needle in evidence {
+        assert!(
+            broken.longrepr.contains(needle),
+            "evidence for {name} lacks {needle:?}:\n{}",
+            broken.longrepr
+        );
+    }
+    assert!(
+        ran.stdout.contains(&format!("1 {outcome}")),
+        "closing line counts it\n{}",
+        ran.describe()
+    );
+    let bound = TIMEOUT + MARGIN;
+    assert!(
+        elapsed < bound,
+        "{name}: the run took {elapsed:.1}s, more than {bound}s"
+    );
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn infinite_python_loop_is_hung_with_its_traceback() {
+    broken_test(
+        "test_infinite_loop",
+        "hung",
+        &["Timeout", "spin_forever", "test_infinite_loop"],
+    );
+}
+
+#[test]
+fn test_blocked_in_c_is_hung_with_its_traceback() {
+    broken_test("test_blocked_in_c", "hung", &["Timeout", "block_in_c"]);
+}
+
+#[test]
+fn segfault_is_crashed_with_signal_and_traceback() {
+    broken_test("test_segfault", "crashed", &["SIGSEGV", "write_to_null"]);
+}
+
+#[test]
+fn abort_is_crashed_with_sigabrt() {
+    broken_test("test_abort", "crashed", &["SIGABRT", "test_abort"]);
+}
+
+#[test]
+fn os_exit_is_crashed_with_its_status() {
+    broken_test("test_exit_3", "crashed", &["exited with status 3"]);
+}
+
+#[test]
+fn sigkill_from_a_thread_is_crashed() {
+    broken_test("test_sigkill_from_thread", "crashed", &["SIGKILL"]);
+}
+
+#[test]
+fn hung_test_and_the_child_it_started_are_both_stopped() {
+    broken_test(
+        "test_child_then_hang",
+        "hung",
+        &["Timeout", "test_child_then_hang"],
+    );
+}
+
+#[test]
+fn timeout_marker_sets_the_limit_per_test() {
+    let project = copy_fixture("supervision");
+    let source = project.dir.join("test_broken.py");
+    let text = std::fs::read_to_string(&source).unwrap();
+    let marked = text.replace(
+        "def test_infinite_loop",
+        "@pytest.mark.timeout(1)\ndef test_infinite_loop",
+    );
+    std::fs::write(&source, format!("import pytest\n{marked}")).unwrap();
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let args = [
+        "--run-log",
+        log.to_str().unwrap(),
+        "--",
+        "-k",
+        "test_infinite_loop or test_first_ok",
+    ];
+    let (ran, elapsed) = runner_tagged(&project.dir, &tag, &args);
+    ran.assert_code(1);
+    let (results, _) = read_log(&log);
+    assert_eq!(
+        results["test_broken.py::test_infinite_loop"].outcome,
+        "hung",
+        "{}",
+        ran.describe()
+    );
+    assert!(
+        results["test_broken.py::test_infinite_loop"]
+            .longrepr
+            .contains("longer than 1s")
+    );
+    assert!(elapsed < 1.0 + MARGIN, "took {elapsed:.1}s");
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn crash_during_collection_fails_fast_with_the_zygotes_output() {
+    let project = copy_fixture("collect_crash");
+    let tag = tag();
+    let (ran, elapsed) = runner_tagged(&project.dir, &tag, &[]);
+    ran.assert_code(2);
+    assert!(ran.stderr.contains("SIGSEGV"), "{}", ran.describe());
+    assert!(
+        ran.stderr.contains("crash_while_collecting"),
+        "the traceback names the function\n{}",
+        ran.describe()
+    );
+    assert!(elapsed < MARGIN, "took {elapsed:.1}s");
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn restarts_are_bounded_when_every_test_crashes() {
+    let project = copy_fixture("all_crash");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let (ran, elapsed) = runner_tagged(
+        &project.dir,
+        &tag,
+        &["-n", "2", "--run-log", log.to_str().unwrap()],
+    );
+    ran.assert_code(1);
+    assert!(
+        ran.stdout.contains("--max-worker-restart"),
+        "{}",
+        ran.describe()
+    );
+    let (results, lines) = read_log(&log);
+    // Two workers plus 4 × 2 replacements, each crashing on its first test.
+    assert_eq!(results.len(), 10, "{}", ran.describe());
+    assert!(results.values().all(|r| r.outcome == "crashed"));
+    let not_run = lines.iter().filter(|l| l["type"] == "not-run").count();
+    assert_eq!(
+        results.len() + not_run,
+        30,
+        "every test is either a result or not run"
+    );
+    assert!(elapsed < MARGIN, "took {elapsed:.1}s");
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn a_worker_dying_outside_a_test_makes_the_run_untrusted() {
+    let project = copy_fixture("untrusted");
+    let tag = tag();
+    let (ran, _) = runner_tagged(&project.dir, &tag, &["-n", "2"]);
+    ran.assert_code(1);
+    assert!(ran.stdout.contains("6 passed"), "{}", ran.describe());
+    assert!(
+        ran.combined().contains("can't be trusted"),
+        "{}",
+        ran.describe()
+    );
+    assert!(
+        ran.combined()
+            .contains("exited with status 7 outside a test"),
+        "{}",
+        ran.describe()
+    );
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn maxfail_stops_dispatching() {
+    let project = copy_fixture("slow");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let (ran, _) = runner_tagged(
+        &project.dir,
+        &tag,
+        &["-n", "2", "--run-log", log.to_str().unwrap(), "--", "-x"],
+    );
+    ran.assert_code(1);
+    assert!(
+        ran.stdout.contains("stopping after 1 failures"),
+        "{}",
+        ran.describe()
+    );
+    let (results, lines) = read_log(&log);
+    let not_run = lines.iter().filter(|l| l["type"] == "not-run").count();
+    assert!(
+        not_run > 0,
+        "some tests must not have run\n{}",
+        ran.describe()
+    );
+    assert_eq!(results.len() + not_run, 24, "{}", ran.describe());
+    assert!(
+        ran.combined().contains("planned tests did not run"),
+        "{}",
+        ran.describe()
+    );
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn global_timeout_stops_the_run() {
+    let project = copy_fixture("slow");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let args = [
+        "-n",
+        "2",
+        "--global-timeout",
+        "1.5",
+        "--run-log",
+        log.to_str().unwrap(),
+    ];
+    let (ran, elapsed) = runner_tagged(&project.dir, &tag, &args);
+    ran.assert_code(2);
+    assert!(ran.stdout.contains("global timeout"), "{}", ran.describe());
+    let (results, lines) = read_log(&log);
+    let not_run = lines.iter().filter(|l| l["type"] == "not-run").count();
+    assert!(not_run > 0 && !results.is_empty(), "{}", ran.describe());
+    assert!(elapsed < 1.5 + MARGIN, "took {elapsed:.1}s");
+    assert_no_leftovers(&tag);
+}
+
+/// Starts runner on the slow suite, signals it mid-run, checks the exit
+/// code, the saved results and the leftovers.
+fn interrupt_mid_run(signal: nix::sys::signal::Signal) {
+    let project = copy_fixture("slow");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let mut child = Command::new(runner_bin())
+        .args(["-n", "2", "--run-log", log.to_str().unwrap()])
+        .env("RUNNER_E2E_TAG", &tag)
+        .current_dir(&project.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until some results are on disk.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&log).map_or(0, |t| t.matches("\"result\"").count()) < 2 {
+        assert!(Instant::now() < deadline, "no results within 30s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "exit code after {signal}\n{stdout}"
+    );
+    let (results, lines) = read_log(&log);
+    assert!(
+        results.len() >= 2 && results.len() < 24,
+        "partial results kept: {}",
+        results.len()
+    );
+    assert_eq!(
+        lines.last().unwrap()["type"],
+        "run-finished",
+        "the log is closed properly"
+    );
+    assert!(stdout.contains("Interrupted"), "{stdout}");
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn sigint_stops_the_run_and_keeps_results() {
+    interrupt_mid_run(nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_stops_the_run_and_keeps_results() {
+    interrupt_mid_run(nix::sys::signal::Signal::SIGTERM);
+}
