@@ -144,28 +144,14 @@ impl Terminal {
 
     fn render(&self, out: &mut String, summary: &Summary) {
         let red = Style::new().red().bold();
-        let errors: Vec<(&Problem, &PhaseReport)> = summary
-            .problems
-            .iter()
-            .flat_map(|p| {
-                p.reports
-                    .iter()
-                    .filter(|r| {
-                        r.category == "error" || (r.outcome == "failed" && r.when != "call")
-                    })
-                    .map(move |r| (p, r))
-            })
-            .collect();
-        let failures: Vec<(&Problem, &PhaseReport)> = summary
-            .problems
-            .iter()
-            .flat_map(|p| {
-                p.reports
-                    .iter()
-                    .filter(|r| r.outcome == "failed" && r.when == "call")
-                    .map(move |r| (p, r))
-            })
-            .collect();
+        let supervised = |r: &PhaseReport| r.category == "hung" || r.category == "crashed";
+        let errors = reports_where(summary.problems, |r| {
+            r.category == "error" || (r.outcome == "failed" && r.when != "call")
+        });
+        let failures = reports_where(summary.problems, |r| {
+            r.outcome == "failed" && r.when == "call" && !supervised(r)
+        });
+        let lost = reports_where(summary.problems, supervised);
 
         if self.verbosity >= Verbosity::Normal {
             if !summary.collect_errors.is_empty() || !errors.is_empty() {
@@ -196,6 +182,15 @@ impl Terminal {
                     self.report_body(out, report);
                 }
             }
+            if !lost.is_empty() {
+                // runner's own section: tests whose worker hung or died.
+                self.sep(out, '=', "HUNG AND CRASHED", Style::new());
+                for (_, report) in &lost {
+                    let title = format!("{} {}", report.word, report.head_line);
+                    self.sep(out, '_', &title, red.clone());
+                    self.report_body(out, report);
+                }
+            }
             self.warnings_summary(out, summary.warnings);
             let short: Vec<String> = summary
                 .collect_errors
@@ -210,6 +205,10 @@ impl Terminal {
                     errors
                         .iter()
                         .map(|(p, r)| self.short_line("ERROR", &p.id, r.message.as_deref())),
+                )
+                .chain(
+                    lost.iter()
+                        .map(|(p, r)| self.short_line(&r.word, &p.id, r.message.as_deref())),
                 )
                 .collect();
             if !short.is_empty() {
@@ -311,6 +310,17 @@ impl Terminal {
         }
         line
     }
+}
+
+/// Each problem's reports that match, paired with the problem.
+fn reports_where(
+    problems: &[Problem],
+    wanted: impl Fn(&PhaseReport) -> bool,
+) -> Vec<(&Problem, &PhaseReport)> {
+    problems
+        .iter()
+        .flat_map(|p| p.reports.iter().filter(|r| wanted(r)).map(move |r| (p, r)))
+        .collect()
 }
 
 fn first_line(text: Option<&str>) -> Option<&str> {
