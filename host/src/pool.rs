@@ -45,6 +45,29 @@ pub struct Limits {
     pub maxfail: u32,
 }
 
+/// SIGINT (Ctrl-C) and SIGTERM, which stop a run at any phase.
+pub struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn new() -> Result<StopSignals> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("failed to handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("failed to handle SIGTERM")?,
+        })
+    }
+
+    /// Waits for either; returns how pytest would name it.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "KeyboardInterrupt",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+}
+
 /// Why the run stopped dispatching before the plan was done.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StopReason {
@@ -184,9 +207,11 @@ impl<'a> Pool<'a> {
     }
 
     /// Runs every planned test, or stops early; returns how it ended.
-    pub async fn run(mut self, events: &mut mpsc::UnboundedReceiver<ConnEvent>) -> Result<PoolEnd> {
-        let mut sigint = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
-        let mut sigterm = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+    pub async fn run(
+        mut self,
+        events: &mut mpsc::UnboundedReceiver<ConnEvent>,
+        signals: &mut StopSignals,
+    ) -> Result<PoolEnd> {
         let mut tick = tokio::time::interval(TICK);
         for _ in 0..self.worker_count {
             self.fork().await?;
@@ -206,8 +231,7 @@ impl<'a> Pool<'a> {
                     self.stop_dispatching(StopReason::ZygoteDied(status.to_string()));
                     self.kill_workers();
                 }
-                _ = sigint.recv() => self.interrupt("KeyboardInterrupt"),
-                _ = sigterm.recv() => self.interrupt("SIGTERM"),
+                name = signals.recv() => self.interrupt(name),
             }
             if matches!(self.stop, Some(StopReason::Signal(_))) {
                 break;

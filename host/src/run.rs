@@ -19,7 +19,7 @@ use crate::connections::{ConnId, accept_connections};
 use crate::exit_code;
 use crate::model::PlanContext;
 use crate::policy::{Policies, PolicyOptions};
-use crate::pool::{Limits, Pool, StopReason};
+use crate::pool::{Limits, Pool, StopReason, StopSignals};
 use crate::recorder::Recorder;
 use crate::state::{History, RunLog};
 use crate::ui::{Terminal, Verbosity};
@@ -58,6 +58,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
     })
     .with_context(|| format!("failed to start Python ({})", settings.python.display()))?;
 
+    let mut signals = StopSignals::new()?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     tokio::spawn(accept_connections(listener, events_tx));
     let terminal = Terminal::new(settings.verbosity);
@@ -97,11 +98,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
                 }
                 return Ok(code);
             }
-            _ = tokio::signal::ctrl_c() => {
-                zygote.kill_all();
-                eprintln!("Interrupted during collection");
-                return Ok(exit_code::INTERRUPTED);
-            }
+            name = signals.recv() => return Ok(interrupt_collection(&mut zygote, name).await),
         }
     };
 
@@ -209,7 +206,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         batches,
         timeouts,
     );
-    let end = pool.run(&mut events).await?;
+    let end = pool.run(&mut events, &mut signals).await?;
 
     if !end.not_run.is_empty() {
         recorder.not_run(&end.not_run);
@@ -225,6 +222,13 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         _ => exit_code::OK,
     };
     Ok(recorder.finish(code))
+}
+
+async fn interrupt_collection(zygote: &mut Zygote, signal: &str) -> i32 {
+    zygote.kill_all();
+    let _ = tokio::time::timeout(Duration::from_secs(5), zygote.wait()).await;
+    eprintln!("Interrupted during collection ({signal})");
+    exit_code::INTERRUPTED
 }
 
 fn default_workers() -> u32 {

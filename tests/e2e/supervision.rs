@@ -419,3 +419,51 @@ fn sigint_stops_the_run_and_keeps_results() {
 fn sigterm_stops_the_run_and_keeps_results() {
     interrupt_mid_run(nix::sys::signal::Signal::SIGTERM);
 }
+
+#[test]
+fn slow_tests_get_a_live_notice() {
+    let project = copy_fixture("slow");
+    let (ran, _) = runner_tagged(
+        &project.dir,
+        &tag(),
+        &[
+            "-n",
+            "2",
+            "--slow",
+            "0.2",
+            "--",
+            "-k",
+            "test_sleeps[0] or test_sleeps[1]",
+        ],
+    );
+    ran.assert_code(0);
+    assert!(ran.stderr.contains("SLOW [> 0.2s]"), "{}", ran.describe());
+    assert!(ran.stderr.contains("test_sleeps[0]"), "{}", ran.describe());
+}
+
+#[test]
+fn junit_report_shows_hung_and_crashed_tests_with_evidence() {
+    let project = copy_fixture("supervision");
+    let junit = project.dir.join("junit.xml");
+    let args = [
+        "--timeout",
+        "1",
+        "--junitxml",
+        junit.to_str().unwrap(),
+        "--",
+        "-k",
+        "segfault or infinite_loop",
+    ];
+    let (ran, _) = runner_tagged(&project.dir, &tag(), &args);
+    ran.assert_code(1);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"failures="2""#), "{xml}");
+    assert!(
+        xml.contains("SIGSEGV") && xml.contains("write_to_null"),
+        "crash evidence in the report\n{xml}"
+    );
+    assert!(
+        xml.contains("spin_forever"),
+        "hang traceback in the report\n{xml}"
+    );
+}
