@@ -17,7 +17,7 @@ use super::bindings::{host, types};
 use super::cache;
 
 /// How long one guest call may run before it is interrupted.
-pub(crate) const CALL_DEADLINE: Duration = Duration::from_secs(5);
+const CALL_DEADLINE: Duration = Duration::from_secs(5);
 /// Epoch granularity: a deadline fires within one tick of its time.
 const TICK: Duration = Duration::from_millis(10);
 /// Linear memory a plugin may grow to (a Rust policy needs a few MiB; this
