@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import select
 import selectors
 import signal
 import socket
@@ -31,6 +32,8 @@ import pytest
 # Frames above this size are a protocol error (the host enforces the same).
 MAX_FRAME = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
+# A worker asks for more tests once it holds this many or fewer.
+PREFETCH = 2
 
 
 class Channel:
@@ -65,6 +68,13 @@ class Channel:
             if not chunk:
                 return None
             self._buf += chunk
+
+    def poll(self):
+        """Whether a message can be read without blocking."""
+        if self.has_buffered_frame():
+            return True
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
 
     def has_buffered_frame(self):
         if len(self._buf) < 4:
@@ -363,34 +373,42 @@ class Worker:
         faulthandler.register(signal.SIGUSR1, file=self.evidence.sock.fileno(), all_threads=True)
         channel = Channel(self.plugin.socket_path)
         channel.send({**hello, "role": "worker"})
-        pending = deque()
-        shutting_down = False
+        self.pending = deque()
+        self.shutting_down = False
         asked = False
         while True:
+            # Take in commands that already arrived, without waiting.
+            while channel.poll():
+                asked = self._handle(channel.recv(), asked)
+            # Ask for more before running out, so that a request is always
+            # in flight while a test runs (no round trip between tests).
+            if not asked and not self.shutting_down and len(self.pending) <= PREFETCH:
+                channel.send({"t": "ready"})
+                asked = True
             # pytest needs the next item to know which fixtures to tear down,
             # so an item runs once its successor is known or the host says
             # there is nothing more (as in xdist).
-            while len(pending) >= 2 or (shutting_down and pending):
-                item = pending.popleft()
-                self._run(channel, item, pending[0] if pending else None)
-                if len(pending) < 2 and not shutting_down and not asked:
-                    channel.send({"t": "ready"})
-                    asked = True
-            if shutting_down:
+            if len(self.pending) >= 2 or (self.shutting_down and self.pending):
+                item = self.pending.popleft()
+                self._run(channel, item, self.pending[0] if self.pending else None)
+            elif self.shutting_down:
                 break
-            if not asked:
-                channel.send({"t": "ready"})
-                asked = True
-            message = channel.recv()
-            if message is None or message["t"] == "shutdown":
-                shutting_down = True
-                if message is not None and message.get("drop_pending"):
-                    pending.clear()  # --maxfail reached: what is queued won't run
-            elif message["t"] == "run":
-                pending.extend(self.items[test_id] for test_id in message["ids"])
-                asked = False
+            else:
+                asked = self._handle(channel.recv(), asked)
         channel.close()
         return True
+
+    def _handle(self, message, asked):
+        """Applies one host command; returns whether a request is still out."""
+        if message is None or message["t"] == "shutdown":
+            self.shutting_down = True
+            if message is not None and message.get("drop_pending"):
+                self.pending.clear()  # --maxfail reached: what is queued won't run
+            return asked
+        if message["t"] == "run":
+            self.pending.extend(self.items[test_id] for test_id in message["ids"])
+            return False
+        return asked
 
     def _become_worker(self):
         # Its own process group, so that the host can stop the worker and

@@ -433,12 +433,14 @@ impl<'a> Pool<'a> {
             }
         };
         if !self.send(conn, &message).await {
-            // The connection is gone; on_closed requeues what it held.
+            // The worker is gone: this batch never reached it (what it held
+            // before is requeued when its loss is settled).
             if let Some(batch) = batch {
-                self.batches.push_front(batch);
                 if let Some(worker) = self.worker_of(conn) {
-                    worker.assigned.clear();
+                    let kept = worker.assigned.len() - batch.len();
+                    worker.assigned.truncate(kept);
                 }
+                self.batches.push_front(batch);
             }
         }
     }

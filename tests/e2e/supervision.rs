@@ -277,8 +277,14 @@ fn restarts_are_bounded_when_every_test_crashes() {
         ran.describe()
     );
     let (results, lines) = read_log(&log);
-    // Two workers plus 4 × 2 replacements, each crashing on its first test.
-    assert_eq!(results.len(), 10, "{}", ran.describe());
+    // Two workers plus 4 × 2 replacements, each crashing on its first test;
+    // the last replacement may be told to stop before it starts one.
+    assert!(
+        (9..=10).contains(&results.len()),
+        "{} results\n{}",
+        results.len(),
+        ran.describe()
+    );
     assert!(results.values().all(|r| r.outcome == "crashed"));
     let not_run = lines.iter().filter(|l| l["type"] == "not-run").count();
     assert_eq!(
