@@ -299,6 +299,8 @@ class Zygote:
             message = self.channel.recv()
             if message is None or message["t"] == "shutdown":
                 break
+            if message["t"] == "last_failed":
+                self._record_last_failed(message)
             if message["t"] == "fork":
                 pid = os.fork()
                 if pid == 0:
@@ -315,6 +317,17 @@ class Zygote:
         self._wait_all()
         self.channel.close()
         return True
+
+    def _record_last_failed(self, message):
+        # The workers' reports never pass through the zygote's hooks, so
+        # tell pytest's cacheprovider what they were; it saves them at exit.
+        lfplugin = self.session.config.pluginmanager.get_plugin("lfplugin")
+        if lfplugin is None:
+            return
+        for test_id in message["passed"]:
+            lfplugin.lastfailed.pop(test_id, None)
+        for test_id in message["failed"]:
+            lfplugin.lastfailed[test_id] = True
 
     def _reap(self):
         while self.children:

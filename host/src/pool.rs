@@ -669,6 +669,12 @@ impl<'a> Pool<'a> {
     async fn shut_down(&mut self) {
         let clean = self.zygote_alive && !matches!(self.stop, Some(StopReason::Signal(_)));
         if clean {
+            let (failed, passed) = self.recorder.last_failed();
+            let message = Outbound::LastFailed {
+                failed: &failed,
+                passed: &passed,
+            };
+            self.send(self.zygote_conn, &message).await;
             self.send(
                 self.zygote_conn,
                 &Outbound::Shutdown {

@@ -31,6 +31,9 @@ pub struct Recorder {
     reporter_failed: bool,
     pub recorded: usize,
     started: Instant,
+    /// Per test, whether pytest's cacheprovider would now count it as
+    /// failed (true) or not (false), for `--lf` in the next run.
+    last_failed: Vec<(String, bool)>,
 }
 
 impl Recorder {
@@ -55,6 +58,7 @@ impl Recorder {
             reporter_failed: false,
             recorded: 0,
             started,
+            last_failed: Vec::new(),
         }
     }
 
@@ -123,6 +127,9 @@ impl Recorder {
             "longrepr": result.longrepr,
         }));
         self.history.record(&result);
+        if let Some(failed) = last_failed_state(&reports) {
+            self.last_failed.push((id.to_string(), failed));
+        }
         for report in &reports {
             self.stats.add(&report.category, 1);
         }
@@ -136,6 +143,14 @@ impl Recorder {
         }
         self.recorded += 1;
         result
+    }
+
+    /// The tests this run failed and those it cleared, for the zygote's cache.
+    pub fn last_failed(&self) -> (Vec<String>, Vec<String>) {
+        let (failed, passed): (Vec<_>, Vec<_>) =
+            self.last_failed.iter().partition(|(_, failed)| *failed);
+        let ids = |list: Vec<&(String, bool)>| list.into_iter().map(|(id, _)| id.clone()).collect();
+        (ids(failed), ids(passed))
     }
 
     /// Planned tests that never ran (the run stopped early), for the log and
@@ -196,4 +211,18 @@ impl Recorder {
         self.terminal.finish(&summary);
         exit_code
     }
+}
+
+/// What pytest's cacheprovider (`LFPlugin.pytest_runtest_logreport`) makes of
+/// a test's reports: a passed call or any skip clears it, a failure sets it.
+fn last_failed_state(reports: &[PhaseReport]) -> Option<bool> {
+    reports.iter().fold(None, |state, report| {
+        if (report.when == "call" && report.outcome == "passed") || report.outcome == "skipped" {
+            Some(false)
+        } else if report.outcome == "failed" {
+            Some(true)
+        } else {
+            state
+        }
+    })
 }

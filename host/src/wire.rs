@@ -144,6 +144,12 @@ pub enum Outbound<'a> {
     Fork { worker: &'a str, count: u32 },
     /// To a worker: run these tests, in order, after what it already has.
     Run { ids: &'a [String] },
+    /// To the zygote, before it shuts down: how this run changed pytest's
+    /// "last failed" set, so that its cacheprovider saves it for `--lf`.
+    LastFailed {
+        failed: &'a [String],
+        passed: &'a [String],
+    },
     /// To either: finish what you have and exit. With `drop_pending`, a
     /// worker drops the tests it holds but has not started (--maxfail).
     Shutdown {
