@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
+use crate::policy::PolicyOption;
 use crate::ui::Verbosity;
 
 #[derive(Debug, Parser)]
@@ -11,9 +12,13 @@ use crate::ui::Verbosity;
     name = "runner",
     version,
     about = "Run a pytest suite in warm, forked workers, with policies as sandboxed WebAssembly components",
-    after_help = "Arguments after `--` are passed to pytest unchanged, e.g.\n  runner -n 2 -- -k \"not slow\" tests/unit"
+    after_help = "Arguments after `--` are passed to pytest unchanged, e.g.\n  runner -n 2 -- -k \"not slow\" tests/unit\n\nOptions can also be set in runner.toml or in [tool.runner] of pyproject.toml.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Number of worker processes [default: the number of CPUs, never more than the number of tests].
     #[arg(short = 'n', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub workers: Option<u32>,
@@ -57,9 +62,62 @@ pub struct Cli {
     #[arg(short, long)]
     pub quiet: bool,
 
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+
     /// Arguments for pytest.
     #[arg(last = true, value_name = "PYTEST_ARGS")]
     pub pytest_args: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the policies a run would load here: name, slot, WIT version,
+    /// size, source and every interface each imports (a capability audit).
+    Plugins {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+}
+
+/// Which policies run, their options and their sandbox.
+#[derive(Debug, Args, Default)]
+pub struct PolicyArgs {
+    /// Load this policy component (repeatable). Its slot (scheduler,
+    /// reporter, quarantine) comes from what it exports; a scheduler or
+    /// quarantine policy replaces the default, reporters add up.
+    #[arg(long = "policy", value_name = "FILE.wasm")]
+    pub policies: Vec<PathBuf>,
+
+    /// An option for a policy, passed to its `configure` (repeatable).
+    #[arg(long = "policy-opt", value_name = "NAME.KEY=VALUE", value_parser = policy_opt)]
+    pub policy_opts: Vec<PolicyOption>,
+
+    /// Load every *.wasm in DIR [default: plugins/ in the project directory].
+    #[arg(long, value_name = "DIR")]
+    pub plugins_dir: Option<PathBuf>,
+
+    /// Memory a policy may use, per linear memory, in MiB [default: 256].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub policy_memory: Option<u32>,
+
+    /// How long one policy call may run before it is stopped [default: 5].
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub policy_deadline: Option<f64>,
+}
+
+/// `NAME.KEY=VALUE`; NAME is the policy's file name without `.wasm`, or
+/// `builtin:scheduler`, `builtin:reporter`, `builtin:quarantine`.
+fn policy_opt(text: &str) -> Result<PolicyOption, String> {
+    let parsed = text.split_once('=').and_then(|(name_key, value)| {
+        let (plugin, key) = name_key.rsplit_once('.')?;
+        (!plugin.is_empty() && !key.is_empty()).then(|| PolicyOption {
+            plugin: plugin.to_owned(),
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+    });
+    parsed.ok_or_else(|| format!("expected NAME.KEY=VALUE, got {text:?}"))
 }
 
 fn positive_secs(text: &str) -> Result<f64, String> {
@@ -100,6 +158,35 @@ mod tests {
         .unwrap();
         assert_eq!(cli.workers, Some(2));
         assert_eq!(cli.pytest_args, ["-k", "not slow", "-x", "tests/unit"]);
+    }
+
+    #[test]
+    fn policy_flags_and_the_plugins_subcommand() {
+        let cli = Cli::try_parse_from([
+            "runner",
+            "--policy",
+            "a.wasm",
+            "--policy-opt",
+            "my.policy.size=1=2",
+            "--",
+            "plugins",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.pytest_args, ["plugins"]);
+        assert_eq!(
+            cli.policy.policy_opts,
+            [PolicyOption {
+                plugin: "my.policy".into(),
+                key: "size".into(),
+                value: "1=2".into()
+            }]
+        );
+        let cli = Cli::try_parse_from(["runner", "plugins", "--policy", "a.wasm"]).unwrap();
+        assert!(
+            matches!(&cli.command, Some(Command::Plugins { policy }) if policy.policies.len() == 1)
+        );
+        assert!(Cli::try_parse_from(["runner", "--policy-opt", "novalue"]).is_err());
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! collect (zygote) -> plan (policy) -> dispatch (run) -> record -> report.
 
 pub mod cli;
+pub mod config;
 pub mod connections;
 pub mod exit_code;
 pub mod model;
 pub mod outcome;
+pub mod plugins;
 pub mod policy;
 pub mod pool;
 pub mod python;
@@ -18,9 +20,14 @@ pub mod ui;
 pub mod wire;
 pub mod zygote;
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use clap::Parser;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, Command, PolicyArgs};
+use crate::config::ProjectConfig;
+use crate::policy::{Policies, PolicyConfig, SandboxLimits};
 use crate::run::RunSettings;
 
 /// The whole program; returns the process exit code.
@@ -33,6 +40,44 @@ pub fn main_impl() -> i32 {
                 exit_code::USAGE_ERROR
             } else {
                 exit_code::OK
+            };
+        }
+    };
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let project = match ProjectConfig::discover(&cwd) {
+        Ok(project) => project,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return exit_code::USAGE_ERROR;
+        }
+    };
+    if let Some(Command::Plugins { policy }) = &cli.command {
+        return match policy_config(policy, &project, None) {
+            Ok(config) => plugins::list(&config),
+            Err(message) => {
+                eprintln!("error: {message}");
+                exit_code::USAGE_ERROR
+            }
+        };
+    }
+    let file = &project.values;
+    let junitxml = match (&cli.junitxml, &file.junitxml) {
+        (Some(path), _) => Some(cwd.join(path)),
+        (None, Some(path)) => Some(project.resolve(path)),
+        (None, None) => None,
+    };
+    let policies = match policy_config(&cli.policy, &project, junitxml.clone()) {
+        Ok(config) => Policies::load(&config).map_err(|e| (e.is_usage(), e.to_string())),
+        Err(message) => Err((true, message)),
+    };
+    let policies = match policies {
+        Ok(policies) => policies,
+        Err((usage, message)) => {
+            eprintln!("error: {message}");
+            return if usage {
+                exit_code::USAGE_ERROR
+            } else {
+                exit_code::INTERNAL_ERROR
             };
         }
     };
@@ -50,18 +95,19 @@ pub fn main_impl() -> i32 {
     }
     let settings = RunSettings {
         limits: pool::Limits {
-            timeout: cli.timeout,
-            slow: cli.slow,
-            global_timeout: cli.global_timeout,
+            timeout: cli.timeout.or(file.timeout),
+            slow: cli.slow.or(file.slow),
+            global_timeout: cli.global_timeout.or(file.global_timeout),
             ..Default::default()
         },
-        max_worker_restart: cli.max_worker_restart,
+        max_worker_restart: cli.max_worker_restart.or(file.max_worker_restart),
         python,
-        workers: cli.workers,
+        workers: cli.workers.or(file.workers),
         verbosity: cli.verbosity(),
         pytest_args: cli.pytest_args,
-        junitxml: cli.junitxml,
+        junitxml,
         run_log: cli.run_log,
+        policies,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -77,4 +123,51 @@ pub fn main_impl() -> i32 {
             exit_code::INTERNAL_ERROR
         }
     }
+}
+
+/// The policy setup from the command line over the config file.
+fn policy_config(
+    args: &PolicyArgs,
+    project: &ProjectConfig,
+    junitxml: Option<PathBuf>,
+) -> Result<PolicyConfig, String> {
+    let file = &project.values;
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let mut policies: Vec<PathBuf> = file.policies.iter().map(|p| project.resolve(p)).collect();
+    policies.extend(args.policies.iter().map(|p| cwd.join(p)));
+    let plugins_dir = match (&args.plugins_dir, &file.plugins_dir) {
+        (Some(dir), _) => cwd.join(dir),
+        (None, Some(dir)) => project.resolve(dir),
+        (None, None) => project.project_dir.join("plugins"),
+    };
+    let mut options = project.policy_options().map_err(|e| e.to_string())?;
+    options.extend(args.policy_opts.iter().cloned());
+    let defaults = SandboxLimits::default();
+    let deadline = args.policy_deadline.or(file.policy_deadline);
+    if deadline.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+        return Err("policy-deadline must be a positive number of seconds".into());
+    }
+    Ok(PolicyConfig {
+        policies,
+        plugins_dir: Some(plugins_dir),
+        options,
+        junitxml,
+        limits: SandboxLimits {
+            memory_bytes: args
+                .policy_memory
+                .or(file.policy_memory_mib)
+                .map_or(defaults.memory_bytes, |mib| (mib as usize) << 20),
+            deadline: deadline.map_or(defaults.deadline, Duration::from_secs_f64),
+        },
+        cache_dir: Some(cache_dir()),
+    })
+}
+
+/// Compiled components are cached per user, not per project.
+fn cache_dir() -> PathBuf {
+    std::env::var_os("RUNNER_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("runner")))
+        .or_else(|| std::env::var_os("HOME").map(|d| Path::new(&d).join(".cache").join("runner")))
+        .unwrap_or_else(|| std::env::temp_dir().join("runner-cache"))
 }

@@ -18,7 +18,7 @@ use crate::connections::ConnEvent;
 use crate::connections::{ConnId, accept_connections};
 use crate::exit_code;
 use crate::model::PlanContext;
-use crate::policy::{Policies, PolicyOptions};
+use crate::policy::Policies;
 use crate::pool::{Limits, Pool, StopReason, StopSignals};
 use crate::recorder::Recorder;
 use crate::state::{History, RunLog};
@@ -33,6 +33,8 @@ pub struct RunSettings {
     pub pytest_args: Vec<String>,
     pub junitxml: Option<PathBuf>,
     pub run_log: Option<PathBuf>,
+    /// The policies, loaded and configured before collection starts.
+    pub policies: Policies,
     pub verbosity: Verbosity,
     /// Timeouts, slow notices, maxfail (filled from pytest's config later).
     pub limits: Limits,
@@ -130,12 +132,11 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         .as_ref()
         .map(|path| std::path::absolute(path))
         .transpose()?;
-    let policies = Policies::load(&PolicyOptions {
-        junitxml,
-        state_dir: state_dir.clone(),
-        cache_dir: Some(cache_dir()),
-    })
-    .context("failed to load the policies")?;
+    let mut policies = settings.policies;
+    policies
+        .open_outputs(&state_dir, junitxml.as_deref())
+        .context("failed to open the reporters' output directories")?;
+    policies.set_log_sink(terminal.log_sink());
     let history = History::load(&state_dir, &mut |warning| terminal.warn(&warning));
     let log = RunLog::create(&state_dir, &run_id, settings.run_log.as_deref())
         .context("failed to create the run log")?;
@@ -173,6 +174,9 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         .policies
         .plan(&PlanContext { workers }, &tests, &plan_history)
         .context("the scheduler failed")?;
+    for warning in recorder.policies.take_warnings() {
+        recorder.note(warning);
+    }
     for (id, reason) in &plan.deselected {
         recorder
             .terminal
@@ -243,15 +247,4 @@ fn new_run_id() -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     format!("{}-{}", now.as_secs(), std::process::id())
-}
-
-/// Compiled components are cached per user, not per project.
-fn cache_dir() -> PathBuf {
-    std::env::var_os("RUNNER_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("runner")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache").join("runner"))
-        })
-        .unwrap_or_else(|| std::env::temp_dir().join("runner-cache"))
 }

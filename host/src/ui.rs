@@ -74,6 +74,12 @@ impl Terminal {
         });
     }
 
+    /// A sink for policy log lines on stderr, kept clear of the progress bar.
+    pub fn log_sink(&self) -> Box<dyn FnMut(&str) + Send> {
+        let bar = self.bar.clone();
+        Box::new(move |line: &str| bar.suspend(|| eprintln!("{line}")))
+    }
+
     /// A live notice during the run (a slow test), unless quiet.
     pub fn notice(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {
@@ -98,7 +104,9 @@ impl Terminal {
         )
         .expect("valid template")
         .progress_chars("=> ");
-        self.bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        // The same bar, made visible, so clones (the policy log sink) follow.
+        self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        self.bar.set_length(total);
         self.bar.set_style(style);
         self.bar.enable_steady_tick(Duration::from_millis(100));
     }

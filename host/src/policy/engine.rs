@@ -1,41 +1,70 @@
 //! The wasmtime side shared by every policy: one [`PolicyEngine`] (an
 //! `Engine` with epoch interruption and the thread that ticks it), and a
-//! `Store` per plugin holding a [`PluginState`] with its memory limit.
-//! Every guest call goes through [`call`], which arms the deadline and
-//! turns traps and guest errors into [`PolicyError`]s.
+//! `Store` per plugin holding a [`PluginState`] with its limits, its log
+//! sink and an empty WASI context. Every guest call goes through [`call`],
+//! which arms the deadline and turns traps and guest errors into
+//! [`PolicyError`]s.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PolicyError;
 use super::bindings::{host, types};
 use super::cache;
+use super::log::{GuestStream, LogSink, PluginLog, shorten};
 
-/// How long one guest call may run before it is interrupted.
-const CALL_DEADLINE: Duration = Duration::from_secs(5);
 /// Epoch granularity: a deadline fires within one tick of its time.
 const TICK: Duration = Duration::from_millis(10);
-/// Linear memory a plugin may grow to (a Rust policy needs a few MiB; this
-/// leaves room for interpreted-language policies and 100k-test suites).
-const MEMORY_LIMIT: usize = 256 << 20;
-/// Longest log message shown; the rest is cut.
-const MAX_LOG_MESSAGE: usize = 4096;
+/// Core instances one plugin may create (a component made by wit-component
+/// has a handful: the module, its shims, the WASI adapter).
+const MAX_INSTANCES: usize = 64;
+/// Tables and memories per plugin, and elements per table.
+const MAX_TABLES: usize = 64;
+const MAX_MEMORIES: usize = 16;
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// The limits every guest call runs under.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SandboxLimits {
+    /// Bytes each linear memory of a plugin may grow to.
+    pub memory_bytes: usize,
+    /// How long one guest call may run before it is interrupted.
+    pub deadline: Duration,
+}
+
+impl Default for SandboxLimits {
+    /// 256 MiB leaves room for interpreted-language policies and 100k-test
+    /// suites (a Rust policy needs a few MiB); 5 s is far more than any
+    /// sane policy call takes.
+    fn default() -> Self {
+        SandboxLimits {
+            memory_bytes: 256 << 20,
+            deadline: Duration::from_secs(5),
+        }
+    }
+}
 
 /// The engine all policies run in.
 pub(crate) struct PolicyEngine {
     engine: Engine,
     cache_dir: Option<PathBuf>,
+    limits: SandboxLimits,
+    pub(crate) log: LogSink,
     /// Stops the ticker thread when dropped.
     _ticker: mpsc::Sender<()>,
 }
 
 impl PolicyEngine {
-    pub(crate) fn new(cache_dir: Option<PathBuf>) -> Result<Self, PolicyError> {
+    pub(crate) fn new(
+        cache_dir: Option<PathBuf>,
+        limits: SandboxLimits,
+    ) -> Result<Self, PolicyError> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
@@ -52,26 +81,34 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             engine,
             cache_dir,
+            limits,
+            log: LogSink::default(),
             _ticker: stop,
         })
     }
 
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Compiles `wasm`, or loads it from the disk cache.
-    fn component(&self, plugin: &str, wasm: &[u8]) -> Result<Component, PolicyError> {
+    pub(crate) fn component(&self, plugin: &str, wasm: &[u8]) -> Result<Component, PolicyError> {
         cache::load(&self.engine, plugin, wasm, self.cache_dir.as_deref()).map_err(|e| {
             PolicyError::Load {
                 plugin: plugin.to_owned(),
-                cause: format!("{e:#}"),
+                cause: shorten(&format!("{e:#}")),
             }
         })
     }
 
-    /// Compiles (or loads) `wasm`, links it with `link` and instantiates it
-    /// with `instantiate` in a fresh store carrying `data` for its imports.
-    pub(crate) fn instantiate<T: Send, W>(
+    /// Links `component` with `link` (plus WASI, with a context that grants
+    /// nothing, if `wasi`) and instantiates it with `instantiate` in a fresh
+    /// store carrying `data` for its imports.
+    pub(crate) fn instantiate<T: Send + 'static, W>(
         &self,
         plugin: &str,
-        wasm: &[u8],
+        component: &Component,
+        wasi: bool,
         data: T,
         link: impl FnOnce(&mut Linker<PluginState<T>>) -> wasmtime::Result<()>,
         instantiate: impl FnOnce(
@@ -80,28 +117,50 @@ impl PolicyEngine {
             &Linker<PluginState<T>>,
         ) -> wasmtime::Result<W>,
     ) -> Result<(Store<PluginState<T>>, W), PolicyError> {
-        let component = self.component(plugin, wasm)?;
         let mut linker = Linker::new(&self.engine);
         let mut store = self.store(plugin, data);
-        let instance = link(&mut linker)
-            .and_then(|()| instantiate(&mut store, &component, &linker))
+        let linked = link(&mut linker).and_then(|()| {
+            if wasi {
+                wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+            }
+            Ok(())
+        });
+        let instance = linked
+            .and_then(|()| instantiate(&mut store, component, &linker))
             .map_err(|e| PolicyError::Load {
                 plugin: plugin.to_owned(),
-                cause: format!("{e:#}"),
+                cause: describe_trap(&e, &self.limits),
             })?;
         Ok((store, instance))
     }
 
     fn store<T: Send>(&self, plugin: &str, data: T) -> Store<PluginState<T>> {
         let limits = StoreLimitsBuilder::new()
-            .memory_size(MEMORY_LIMIT)
+            .memory_size(self.limits.memory_bytes)
+            .instances(MAX_INSTANCES)
+            .tables(MAX_TABLES)
+            .memories(MAX_MEMORIES)
+            .table_elements(MAX_TABLE_ELEMENTS)
             .trap_on_grow_failure(true)
+            .build();
+        let log = PluginLog::new(plugin, self.log.clone());
+        // Deny by default: no preopened directories, environment, args,
+        // stdin or network; stdout and stderr become log lines.
+        let wasi = WasiCtx::builder()
+            .stdout(GuestStream::new(log.clone(), "stdout"))
+            .stderr(GuestStream::new(log.clone(), "stderr"))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
             .build();
         let mut store = Store::new(
             &self.engine,
             PluginState {
-                plugin: plugin.to_owned(),
+                log,
                 limits,
+                sandbox: self.limits,
+                wasi,
+                table: ResourceTable::new(),
                 data,
             },
         );
@@ -112,13 +171,31 @@ impl PolicyEngine {
     }
 }
 
-/// What the host keeps for one plugin instance: its name (for log lines and
-/// errors), its limits, and whatever its world's imports need (`()` for
-/// most, the output directory for reporters).
+/// What the host keeps for one plugin instance: its log (which knows its
+/// name), its limits, its WASI context, and whatever its world's imports
+/// need (`()` for most, the output directory for reporters).
 pub(crate) struct PluginState<T> {
-    pub(crate) plugin: String,
+    pub(crate) log: PluginLog,
     limits: StoreLimits,
+    sandbox: SandboxLimits,
+    wasi: WasiCtx,
+    table: ResourceTable,
     pub(crate) data: T,
+}
+
+impl<T> PluginState<T> {
+    pub(crate) fn plugin(&self) -> &str {
+        self.log.plugin()
+    }
+}
+
+impl<T: Send> WasiView for PluginState<T> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
 }
 
 /// `types` declares no functions; linking it only needs the trait.
@@ -132,31 +209,13 @@ impl<T> host::Host for PluginState<T> {
             host::Level::Warn => "warning",
             host::Level::Error => "error",
         };
-        eprintln!("[{}] {level}: {}", self.plugin, sanitize(&message));
+        self.log.line(level, &message);
     }
 }
 
-/// Makes guest text safe to print on a terminal: control characters (escape
-/// sequences could rewrite the screen) are shown escaped, length is capped.
-fn sanitize(message: &str) -> String {
-    let mut shown: String = message
-        .chars()
-        .take(MAX_LOG_MESSAGE)
-        .flat_map(|c| match c {
-            '\n' | '\t' => vec![c],
-            c if c.is_control() => c.escape_default().collect(),
-            c => vec![c],
-        })
-        .collect();
-    if message.chars().nth(MAX_LOG_MESSAGE).is_some() {
-        shown.push_str(" [truncated]");
-    }
-    shown
-}
-
-/// Runs one guest call under [`CALL_DEADLINE`]. A trap (deadline, memory,
-/// panic) and an `Err` the guest returns both become errors naming the plugin
-/// and `func`.
+/// Runs one guest call under the deadline. A trap (deadline, memory, stack,
+/// panic) and an `Err` the guest returns both become errors naming the
+/// plugin and `func`.
 pub(crate) fn call<T, R>(
     store: &mut Store<PluginState<T>>,
     func: &'static str,
@@ -164,30 +223,46 @@ pub(crate) fn call<T, R>(
 ) -> Result<R, PolicyError> {
     arm_deadline(store);
     let result = f(store);
-    let plugin = || store.data().plugin.clone();
+    let plugin = || store.data().plugin().to_owned();
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(message)) => Err(PolicyError::Failed {
             plugin: plugin(),
             func,
-            message,
+            message: shorten(&message),
         }),
         Err(e) => Err(PolicyError::Trapped {
             plugin: plugin(),
             func,
-            cause: describe_trap(&e),
+            cause: describe_trap(&e, &store.data().sandbox),
         }),
     }
 }
 
-fn arm_deadline<T>(store: &mut Store<T>) {
-    store.set_epoch_deadline((CALL_DEADLINE.as_millis() / TICK.as_millis()) as u64);
+fn arm_deadline<T>(store: &mut Store<PluginState<T>>) {
+    let ticks = store.data().sandbox.deadline.as_millis() / TICK.as_millis();
+    store.set_epoch_deadline((ticks as u64).max(1));
 }
 
-fn describe_trap(e: &wasmtime::Error) -> String {
+/// A trap in words a CI admin understands; anything else as wasmtime says
+/// it, shortened.
+fn describe_trap(e: &wasmtime::Error, limits: &SandboxLimits) -> String {
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!("exceeded its {}s deadline", CALL_DEADLINE.as_secs()),
+        Some(Trap::Interrupt) => format!(
+            "exceeded its {}s deadline (interrupted)",
+            limits.deadline.as_secs_f64()
+        ),
         Some(Trap::UnreachableCodeReached) => "panicked (wasm `unreachable`)".to_owned(),
-        _ => format!("{e:#}"),
+        Some(Trap::StackOverflow) => "overflowed its stack (recursion too deep)".to_owned(),
+        Some(Trap::CannotEnterComponent) => {
+            "can't be called again after an earlier failure".to_owned()
+        }
+        Some(trap) => format!("trapped: {trap}"),
+        // The memory limiter's refusal is an error, not a `Trap`.
+        None if format!("{e:#}").contains("forcing trap when growing memory") => format!(
+            "exceeded its memory limit of {} MiB",
+            limits.memory_bytes >> 20
+        ),
+        None => shorten(&format!("{e:#}")),
     }
 }

@@ -26,6 +26,35 @@ pub enum PolicyError {
         func: &'static str,
         problem: IdProblem,
     },
+    #[error("failed to read policy {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("failed to load policy `{plugin}`: {why}")]
+    NotAComponent { plugin: String, why: String },
+    #[error(
+        "policy `{plugin}` fits no slot: it exports {exports}, but a scheduler exports \
+         `plan`, a reporter `on-event` and `finish`, a quarantine policy `decide` \
+         (see wit/worlds.wit)"
+    )]
+    NoSlot { plugin: String, exports: String },
+    #[error(
+        "policy `{plugin}` targets runner:policy@{version}, which this runner does not support \
+         (it supports runner:policy@{supported}); rebuild the policy against this runner's wit/",
+        supported = super::catalog::SUPPORTED_VERSIONS
+    )]
+    UnsupportedVersion { plugin: String, version: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("--policy-opt {option}: no policy named `{plugin}` is loaded (loaded: {loaded})")]
+    UnknownPlugin {
+        option: String,
+        plugin: String,
+        loaded: String,
+    },
+    #[error("{} policies failed: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Many(Vec<PolicyError>),
     #[error("the JUnit XML path {0} does not name a file")]
     JunitPath(PathBuf),
     #[error("failed to open the reporter output directory {path}: {source}")]
@@ -44,4 +73,16 @@ pub enum IdProblem {
     Duplicate(String),
     #[error("{count} collected test(s) neither planned nor deselected, e.g. `{example}`")]
     Missing { count: usize, example: String },
+}
+
+impl PolicyError {
+    /// Whether the user can fix this by changing what they asked for (a
+    /// policy file, an option): runner then exits with the usage-error code.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            PolicyError::Engine(_) | PolicyError::OutputDir { .. } => false,
+            PolicyError::Many(errors) => errors.iter().all(PolicyError::is_usage),
+            _ => true,
+        }
+    }
 }

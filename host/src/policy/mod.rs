@@ -1,25 +1,33 @@
 //! The policy host: loads the scheduler, reporter and quarantine components
-//! (the embedded defaults, built from plugins/ by build.rs) into wasmtime and
-//! calls them. The engine has no policy logic of its own; it only calls
+//! (the embedded defaults, built from plugins/ by build.rs, plus any from
+//! the project's plugins directory or `--policy`) into wasmtime and calls
+//! them. The engine has no policy logic of its own; it only calls
 //! [`Policies`].
 //!
-//! Layout: `engine` (wasmtime engine, stores, limits, deadlines), `cache`
-//! (compiled components on disk), `bindings` (WIT types and conversions),
+//! Layout: `catalog` (which component fills which slot, read from its
+//! imports and exports), `engine` (wasmtime engine, stores, limits,
+//! deadlines, the empty WASI context), `log` (plugin log lines and
+//! stdout/stderr), `cache` (compiled components on disk), `bindings` (WIT
+//! types and conversions),
 //! one module per slot (`scheduler`, `reporter`, `quarantine`), `output`
 //! (the reporter's confined directory), `policies` (the API the engine uses).
 
 mod bindings;
 mod cache;
+mod catalog;
 mod engine;
 mod error;
+mod log;
 mod output;
 mod policies;
 mod quarantine;
 mod reporter;
 mod scheduler;
 
+pub use catalog::{PluginInfo, SUPPORTED_VERSIONS, Slot, Source, describe_import};
+pub use engine::SandboxLimits;
 pub use error::{IdProblem, PolicyError};
-pub use policies::{Policies, PolicyOptions};
+pub use policies::{Policies, PolicyConfig, PolicyOption};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,8 @@ use super::engine::PluginState;
 /// Bytes one reporter may write in a run, so a runaway plugin can't fill
 /// the disk.
 const MAX_OUTPUT_BYTES: u64 = 1 << 30;
+/// Longest path a reporter may name.
+const MAX_PATH: usize = 1024;
 
 /// A reporter's output directory.
 pub(crate) struct OutputDir {
@@ -62,9 +64,13 @@ impl OutputDir {
     /// fit the budget, and counts them.
     fn admit<'a>(&mut self, rel: &'a str, len: usize) -> Result<&'a Path, String> {
         let path = Path::new(rel);
-        if rel.is_empty() || !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        if rel.len() > MAX_PATH
+            || rel.is_empty()
+            || !path.components().all(|c| matches!(c, Component::Normal(_)))
+        {
             return Err(format!(
-                "refused path `{rel}`: it must be relative, without `..` or `.`"
+                "refused path `{}`: it must be relative, without `..` or `.`",
+                super::log::shorten(&rel.chars().take(MAX_PATH).collect::<String>())
             ));
         }
         let written = self.written.saturating_add(len as u64);
@@ -90,15 +96,25 @@ impl OutputDir {
     }
 }
 
-impl output::Host for PluginState<OutputDir> {
+/// Before the run's output directory is known (during `configure`), every
+/// write is refused.
+impl output::Host for PluginState<Option<OutputDir>> {
     fn write(&mut self, path: String, contents: Vec<u8>) -> Result<(), String> {
-        self.data.write(&path, &contents)
+        match &mut self.data {
+            Some(dir) => dir.write(&path, &contents),
+            None => Err(NOT_OPEN.to_owned()),
+        }
     }
 
     fn append(&mut self, path: String, contents: Vec<u8>) -> Result<(), String> {
-        self.data.append(&path, &contents)
+        match &mut self.data {
+            Some(dir) => dir.append(&path, &contents),
+            None => Err(NOT_OPEN.to_owned()),
+        }
     }
 }
+
+const NOT_OPEN: &str = "the output directory is not open yet: write from `on-event` or `finish`";
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ use wasmtime::Store;
 use wasmtime::component::HasSelf;
 
 use super::bindings;
+use super::catalog::Candidate;
 use super::engine::{PluginState, PolicyEngine, call};
 use super::{IdProblem, PolicyError};
 use crate::model::{TestHistory, Verdict};
@@ -20,12 +21,13 @@ impl Quarantine {
     pub(crate) fn load(
         engine: &PolicyEngine,
         plugin: &str,
-        wasm: &[u8],
+        candidate: &Candidate,
         options: &[(String, String)],
     ) -> Result<Self, PolicyError> {
         let (mut store, instance) = engine.instantiate(
             plugin,
-            wasm,
+            &candidate.component,
+            candidate.info.imports_wasi(),
             (),
             |linker| bindings::Quarantine::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             |store, component, linker| bindings::Quarantine::instantiate(store, component, linker),
@@ -47,14 +49,14 @@ impl Quarantine {
         let mut named = HashSet::with_capacity(verdicts.len());
         for v in &verdicts {
             let problem = if !known.contains(v.id.as_str()) {
-                IdProblem::Unknown(v.id.clone())
+                IdProblem::Unknown(super::log::shorten(&v.id))
             } else if !named.insert(v.id.as_str()) {
                 IdProblem::Duplicate(v.id.clone())
             } else {
                 continue;
             };
             return Err(PolicyError::InvalidAnswer {
-                plugin: self.store.data().plugin.clone(),
+                plugin: self.store.data().plugin().to_owned(),
                 func: "decide",
                 problem,
             });
@@ -64,7 +66,7 @@ impl Quarantine {
             .map(|v| Verdict {
                 id: v.id,
                 quarantined: v.quarantined,
-                reason: v.reason,
+                reason: super::log::shorten(&v.reason),
             })
             .collect())
     }

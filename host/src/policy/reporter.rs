@@ -6,12 +6,13 @@ use wasmtime::component::HasSelf;
 
 use super::PolicyError;
 use super::bindings::{self, types};
+use super::catalog::Candidate;
 use super::engine::{PluginState, PolicyEngine, call};
 use super::output::OutputDir;
 use crate::model::{RunEvent, TestResult};
 
 pub(crate) struct Reporter {
-    store: Store<PluginState<OutputDir>>,
+    store: Store<PluginState<Option<OutputDir>>>,
     instance: bindings::Reporter,
 }
 
@@ -19,14 +20,14 @@ impl Reporter {
     pub(crate) fn load(
         engine: &PolicyEngine,
         plugin: &str,
-        wasm: &[u8],
-        output: OutputDir,
+        candidate: &Candidate,
         options: &[(String, String)],
     ) -> Result<Self, PolicyError> {
         let (mut store, instance) = engine.instantiate(
             plugin,
-            wasm,
-            output,
+            &candidate.component,
+            candidate.info.imports_wasi(),
+            None,
             |linker| bindings::Reporter::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             |store, component, linker| bindings::Reporter::instantiate(store, component, linker),
         )?;
@@ -34,6 +35,11 @@ impl Reporter {
             instance.call_configure(s, options)
         })?;
         Ok(Reporter { store, instance })
+    }
+
+    /// Gives the reporter its output directory; writes fail until then.
+    pub(crate) fn set_output(&mut self, output: OutputDir) {
+        self.store.data_mut().data = Some(output);
     }
 
     pub(crate) fn on_event(&mut self, event: &RunEvent) -> Result<(), PolicyError> {

@@ -7,7 +7,9 @@ use wasmtime::Store;
 use wasmtime::component::HasSelf;
 
 use super::bindings::{self, types};
+use super::catalog::Candidate;
 use super::engine::{PluginState, PolicyEngine, call};
+use super::log::shorten;
 use super::{IdProblem, PolicyError};
 use crate::model::{Plan, PlanContext, TestCase, TestHistory};
 
@@ -20,12 +22,13 @@ impl Scheduler {
     pub(crate) fn load(
         engine: &PolicyEngine,
         plugin: &str,
-        wasm: &[u8],
+        candidate: &Candidate,
         options: &[(String, String)],
     ) -> Result<Self, PolicyError> {
         let (mut store, instance) = engine.instantiate(
             plugin,
-            wasm,
+            &candidate.component,
+            candidate.info.imports_wasi(),
             (),
             |linker| bindings::Scheduler::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             |store, component, linker| bindings::Scheduler::instantiate(store, component, linker),
@@ -54,10 +57,14 @@ impl Scheduler {
         let plan = Plan {
             // An empty batch is harmless; dropping it spares the dispatcher.
             batches: plan.batches.into_iter().filter(|b| !b.is_empty()).collect(),
-            deselected: plan.deselected,
+            deselected: plan
+                .deselected
+                .into_iter()
+                .map(|(id, reason)| (id, shorten(&reason)))
+                .collect(),
         };
         validate(&plan, tests).map_err(|problem| PolicyError::InvalidAnswer {
-            plugin: self.store.data().plugin.clone(),
+            plugin: self.store.data().plugin().to_owned(),
             func: "plan",
             problem,
         })?;
@@ -83,7 +90,7 @@ fn validate(plan: &Plan, tests: &[TestCase]) -> Result<(), IdProblem> {
     let deselected = plan.deselected.iter().map(|(id, _)| id);
     for id in planned.chain(deselected) {
         match seen.get_mut(id.as_str()) {
-            None => return Err(IdProblem::Unknown(id.clone())),
+            None => return Err(IdProblem::Unknown(shorten(id))),
             Some(true) => return Err(IdProblem::Duplicate(id.clone())),
             Some(placed) => *placed = true,
         }

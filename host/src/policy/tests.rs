@@ -17,12 +17,13 @@ fn cache_dir() -> PathBuf {
 }
 
 fn load(state_dir: &Path) -> Policies {
-    Policies::load(&PolicyOptions {
-        junitxml: None,
-        state_dir: state_dir.to_owned(),
+    let mut policies = Policies::load(&PolicyConfig {
         cache_dir: Some(cache_dir()),
+        ..Default::default()
     })
-    .unwrap()
+    .unwrap();
+    policies.open_outputs(state_dir, None).unwrap();
+    policies
 }
 
 /// A collected test; built from JSON, as the zygote sends it, so optional
@@ -189,12 +190,14 @@ fn junit_report_matches_pytest_shape() {
 fn junitxml_option_sets_the_file() {
     let state = tempfile::tempdir().unwrap();
     let path = state.path().join("ci/reports/out.xml");
-    let mut policies = Policies::load(&PolicyOptions {
+    let mut policies = Policies::load(&PolicyConfig {
         junitxml: Some(path.clone()),
-        state_dir: state.path().join(".runner"),
-        cache_dir: None,
+        ..Default::default()
     })
     .unwrap();
+    policies
+        .open_outputs(&state.path().join(".runner"), Some(&path))
+        .unwrap();
     policies
         .report(&RunEvent::RunStarted {
             tests: 0,
@@ -213,12 +216,13 @@ fn junitxml_option_sets_the_file() {
 fn reporter_cannot_write_outside_its_dir() {
     let state = tempfile::tempdir().unwrap();
     for name in ["../x", "/etc/x"] {
-        let engine = engine::PolicyEngine::new(Some(cache_dir())).unwrap();
+        let engine =
+            engine::PolicyEngine::new(Some(cache_dir()), SandboxLimits::default()).unwrap();
         let output = output::OutputDir::open(&state.path().join("out")).unwrap();
         let options = [("junitxml-name".to_owned(), name.to_owned())];
-        let mut reporter =
-            reporter::Reporter::load(&engine, "test", policies::REPORTER, output, &options)
-                .unwrap();
+        let candidate = catalog::embedded(&engine, Slot::Reporter).unwrap();
+        let mut reporter = reporter::Reporter::load(&engine, "test", &candidate, &options).unwrap();
+        reporter.set_output(output);
         let err = reporter.finish().unwrap_err().to_string();
         assert!(
             err.contains("policy `test`") && err.contains("refused path"),
@@ -230,11 +234,10 @@ fn reporter_cannot_write_outside_its_dir() {
 
 #[test]
 fn reporter_rejects_unknown_options() {
-    let engine = engine::PolicyEngine::new(Some(cache_dir())).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let output = output::OutputDir::open(state.path()).unwrap();
+    let engine = engine::PolicyEngine::new(Some(cache_dir()), SandboxLimits::default()).unwrap();
     let options = [("colour".to_owned(), "yes".to_owned())];
-    let err = reporter::Reporter::load(&engine, "test", policies::REPORTER, output, &options)
+    let candidate = catalog::embedded(&engine, Slot::Reporter).unwrap();
+    let err = reporter::Reporter::load(&engine, "test", &candidate, &options)
         .err()
         .unwrap();
     assert_eq!(
@@ -247,10 +250,9 @@ fn reporter_rejects_unknown_options() {
 fn corrupt_cache_entry_is_recompiled() {
     let dir = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let opts = PolicyOptions {
-        junitxml: None,
-        state_dir: state.path().to_owned(),
+    let opts = PolicyConfig {
         cache_dir: Some(dir.path().to_owned()),
+        ..Default::default()
     };
     drop(Policies::load(&opts).unwrap());
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
@@ -259,6 +261,7 @@ fn corrupt_cache_entry_is_recompiled() {
         std::fs::write(entry.path(), b"not a compiled component").unwrap();
     }
     let mut policies = Policies::load(&opts).unwrap();
+    policies.open_outputs(state.path(), None).unwrap();
     policies
         .plan(&PlanContext { workers: 1 }, &[case("t.py::a")], &[])
         .unwrap();
