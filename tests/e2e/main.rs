@@ -9,6 +9,8 @@
 mod cache;
 mod exit_codes;
 mod fidelity;
+mod guests;
+mod hostile;
 mod reports;
 mod supervision;
 mod support;
