@@ -7,6 +7,7 @@
 //! message saying so, they are never skipped.
 
 mod cache;
+mod example_policy;
 mod exit_codes;
 mod fidelity;
 mod guests;
