@@ -49,25 +49,28 @@ fn policies_are_send() {
 }
 
 #[test]
-fn plan_runs_unknown_first_then_longest_first_one_per_batch() {
+fn plan_runs_files_with_new_tests_first_then_longest_files_keeping_test_order() {
     let state = tempfile::tempdir().unwrap();
     let mut policies = load(state.path());
     let ids = [
-        "t.py::a", "t.py::b", "t.py::c", "t.py::d", "t.py::e", "t.py::f",
+        "short.py::a", "short.py::b", "new.py::a", "new.py::b", "long.py::a", "long.py::b", "nan.py::a",
     ];
     let tests: Vec<TestCase> = ids.iter().map(|id| case(id)).collect();
     let history = [
-        history("t.py::b", Some(1.0)),
-        history("t.py::c", Some(3.0)),
-        history("t.py::e", Some(1.0)),
-        history("t.py::f", Some(f64::NAN)),
+        history("short.py::a", Some(1.0)),
+        history("short.py::b", Some(1.0)),
+        history("new.py::b", Some(9.0)),
+        // Within a file, pytest's order stays even if a later test is longer.
+        history("long.py::a", Some(0.5)),
+        history("long.py::b", Some(4.0)),
+        history("nan.py::a", Some(f64::NAN)),
         history("gone.py::x", Some(9.0)),
     ];
     let plan = policies
         .plan(&PlanContext { workers: 2 }, &tests, &history)
         .unwrap();
     let expected = [
-        "t.py::a", "t.py::d", "t.py::f", "t.py::c", "t.py::b", "t.py::e",
+        "new.py::a", "new.py::b", "nan.py::a", "long.py::a", "long.py::b", "short.py::a", "short.py::b",
     ];
     assert_eq!(plan.batches, expected.map(|id| vec![id.to_owned()]));
     assert!(plan.deselected.is_empty());

@@ -1,11 +1,15 @@
-//! The default scheduler: one test per batch, longest first.
+//! The default scheduler: one test per batch, longest files first, and
+//! pytest's order within each file.
 //!
-//! Tests with no known duration run first, in collection order: a new test
-//! is the likeliest to fail (fast feedback) and could be slow, and starting
-//! it early keeps it from becoming the run's tail. Known tests follow from
-//! the longest mean duration down (the LPT rule, which keeps workers evenly
-//! loaded to the end). The sort is stable, so ties keep collection order.
-
+//! Files are ordered, tests are not: many real suites have tests that only
+//! pass after an earlier test of the same module (a warmed cache, a
+//! monkeypatched global), so reordering them would change outcomes (seen on
+//! packaging 25.0). Files with a test of unknown duration come first, in
+//! collection order: a new test is the likeliest to fail (fast feedback)
+//! and could be slow. Then files by their total mean duration, longest
+//! first (the LPT rule at file level, which keeps workers evenly loaded to
+//! the end). Every sort is stable, so ties keep collection order. Each test
+//! is its own batch, so workers still share the files between them.
 #![no_std]
 
 extern crate alloc;
@@ -45,18 +49,29 @@ impl Guest for LongestFirst {
             .iter()
             .filter_map(|h| Some((h.id.as_str(), h.mean_duration.filter(|d| d.is_finite())?)))
             .collect();
-        let mut order: Vec<(Option<f64>, String)> = tests
-            .into_iter()
-            .map(|t| (durations.get(t.id.as_str()).copied(), t.id))
-            .collect();
-        order.sort_by(|(a, _), (b, _)| match (a, b) {
+        // Files in collection order, each with its tests in collection order
+        // and its total duration (None if a test is new).
+        let mut files: Vec<(String, Option<f64>, Vec<String>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for test in tests {
+            let known = durations.get(test.id.as_str()).copied();
+            let slot = *index.entry(test.file.clone()).or_insert_with(|| {
+                files.push((test.file.clone(), Some(0.0), Vec::new()));
+                files.len() - 1
+            });
+            let (_, total, ids) = &mut files[slot];
+            *total = total.zip(known).map(|(sum, d)| sum + d);
+            ids.push(test.id);
+        }
+        files.sort_by(|(_, a, _), (_, b, _)| match (a, b) {
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Less,
             (Some(_), None) => Ordering::Greater,
             (Some(a), Some(b)) => b.total_cmp(a),
         });
+        let order = files.into_iter().flat_map(|(_, _, ids)| ids);
         Ok(Plan {
-            batches: order.into_iter().map(|(_, id)| alloc::vec![id]).collect(),
+            batches: order.map(|id| alloc::vec![id]).collect(),
             deselected: Vec::new(),
         })
     }
