@@ -43,18 +43,31 @@ class Channel:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self._buf = bytearray()
+        self._out = bytearray()
 
     def send(self, message):
+        self.queue(message)
+        self.flush()
+
+    def queue(self, message):
+        """Adds a message to the next flush: one system call for several."""
         data = json.dumps(message, separators=(",", ":"), default=str).encode()
         if len(data) > MAX_FRAME:
             # Oversized output (say, a test printing 100 MB) must not kill
             # the protocol: keep the head and say what was cut.
             message = _truncated(message)
             data = json.dumps(message, separators=(",", ":"), default=str).encode()
-        self.sock.sendall(_HEADER.pack(len(data)) + data)
+        self._out += _HEADER.pack(len(data))
+        self._out += data
+
+    def flush(self):
+        if self._out:
+            self.sock.sendall(self._out)
+            self._out.clear()
 
     def recv(self):
         """The next message, or None when the host closed the connection."""
+        self.flush()
         while True:
             if len(self._buf) >= 4:
                 (size,) = _HEADER.unpack_from(self._buf)
@@ -83,7 +96,10 @@ class Channel:
         return len(self._buf) >= 4 + size
 
     def close(self):
-        self.sock.close()
+        try:
+            self.flush()
+        finally:
+            self.sock.close()
 
 
 def _truncated(message):
@@ -396,7 +412,7 @@ class Worker:
             # Ask for more before running out, so that a request is always
             # in flight while a test runs (no round trip between tests).
             if not asked and not self.shutting_down and len(self.pending) <= PREFETCH:
-                channel.send({"t": "ready"})
+                channel.queue({"t": "ready"})
                 asked = True
             # pytest needs the next item to know which fixtures to tear down,
             # so an item runs once its successor is known or the host says
@@ -448,12 +464,15 @@ class Worker:
             capman.suspend_global_capture()
 
     def _run(self, channel, item, nextitem):
-        channel.send({"t": "started", "id": item.nodeid})
+        # The previous result, a request for more and this start go out in
+        # one write; the host must know the start before the test runs.
+        channel.queue({"t": "started", "id": item.nodeid})
+        channel.flush()
         self.plugin._reports = reports = []
         self.plugin._warnings = warnings = []
         self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
         self.plugin._reports = self.plugin._warnings = None
-        channel.send({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
+        channel.queue({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
 
 
 @pytest.fixture(scope="session")
