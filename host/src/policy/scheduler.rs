@@ -2,9 +2,10 @@
 //! every collected test exactly once before the engine acts on it.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use wasmtime::Store;
-use wasmtime::component::HasSelf;
+use wasmtime::component::{ComponentType, HasSelf, Instance, Lower};
 
 use super::bindings::{self, types};
 use super::catalog::Candidate;
@@ -15,8 +16,35 @@ use crate::model::{Plan, PlanContext, TestCase, TestHistory};
 
 pub(crate) struct Scheduler {
     store: Store<PluginState<()>>,
-    instance: bindings::Scheduler,
+    /// The raw instance: `plan` is called through a typed function that
+    /// lowers borrowed tests (see [`CaseRef`]) instead of cloning them.
+    instance: Instance,
 }
+
+/// A `test-case` lowered straight from the host's own [`TestCase`]: no
+/// copy of 100,000 ids before they are copied into the guest.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct CaseRef<'a> {
+    id: &'a str,
+    file: &'a str,
+    line: Option<u32>,
+    markers: &'a [String],
+    group: Option<&'a str>,
+}
+
+/// A `test-history` lowered from the host's [`TestHistory`].
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct HistoryRef<'a> {
+    id: &'a str,
+    recent: Vec<types::Outcome>,
+    #[component(name = "mean-duration")]
+    mean_duration: Option<f64>,
+    quarantined: bool,
+}
+
+type PlanParams<'a> = (types::PlanContext, &'a [CaseRef<'a>], &'a [HistoryRef<'a>]);
 
 impl Scheduler {
     pub(crate) fn load(
@@ -31,10 +59,16 @@ impl Scheduler {
             candidate.info.imports_wasi(),
             (),
             |linker| bindings::Scheduler::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
-            |store, component, linker| bindings::Scheduler::instantiate(store, component, linker),
+            |store, component, linker| {
+                let instance = linker.instantiate(&mut *store, component)?;
+                // Checks the exports' types, once.
+                let bound = bindings::Scheduler::new(&mut *store, &instance)?;
+                Ok((instance, bound))
+            },
         )?;
+        let (instance, bound) = instance;
         call(&mut store, "configure", |s| {
-            instance.call_configure(s, options)
+            bound.call_configure(s, options)
         })?;
         Ok(Scheduler { store, instance })
     }
@@ -48,11 +82,13 @@ impl Scheduler {
         let context = types::PlanContext {
             workers: ctx.workers,
         };
-        let cases: Vec<types::TestCase> = tests.iter().map(test_case).collect();
-        let history = bindings::histories(history);
-        let instance = &self.instance;
+        let cases: Vec<CaseRef> = tests.iter().map(case_ref).collect();
+        let history: Vec<HistoryRef> = history.iter().map(history_ref).collect();
+        let instance = self.instance;
         let plan = call(&mut self.store, "plan", |s| {
-            instance.call_plan(s, context, &cases, &history)
+            let plan = instance
+                .get_typed_func::<PlanParams, (Result<types::Plan, String>,)>(&mut *s, "plan")?;
+            Ok(plan.call(s, (context, &cases, &history))?.0)
         })?;
         let plan = Plan {
             // An empty batch is harmless; dropping it spares the dispatcher.
@@ -72,20 +108,54 @@ impl Scheduler {
     }
 }
 
-fn test_case(t: &TestCase) -> types::TestCase {
-    types::TestCase {
-        id: t.id.clone(),
-        file: t.file.clone(),
+fn case_ref(t: &TestCase) -> CaseRef<'_> {
+    CaseRef {
+        id: &t.id,
+        file: &t.file,
         line: t.line,
-        markers: t.markers.clone(),
-        group: t.group.clone(),
+        markers: &t.markers,
+        group: t.group.as_deref(),
+    }
+}
+
+fn history_ref(h: &TestHistory) -> HistoryRef<'_> {
+    HistoryRef {
+        id: &h.id,
+        recent: h.recent.iter().map(|&o| o.into()).collect(),
+        mean_duration: h.mean_duration_secs,
+        quarantined: h.quarantined,
+    }
+}
+
+/// FNV-1a: test ids are not attacker-chosen hash keys here (a plan naming
+/// ids the host doesn't know is rejected at the first one), and SipHash
+/// costs a third of the plan check for 100,000 tests.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
 /// Checks that every collected test is planned or deselected exactly once
 /// and that the plan names no other test.
 fn validate(plan: &Plan, tests: &[TestCase]) -> Result<(), IdProblem> {
-    let mut seen: HashMap<&str, bool> = tests.iter().map(|t| (t.id.as_str(), false)).collect();
+    let mut seen: HashMap<&str, bool, BuildHasherDefault<Fnv>> =
+        tests.iter().map(|t| (t.id.as_str(), false)).collect();
     let planned = plan.batches.iter().flatten();
     let deselected = plan.deselected.iter().map(|(id, _)| id);
     for id in planned.chain(deselected) {
