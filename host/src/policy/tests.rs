@@ -53,7 +53,13 @@ fn plan_runs_files_with_new_tests_first_then_longest_files_keeping_test_order() 
     let state = tempfile::tempdir().unwrap();
     let mut policies = load(state.path());
     let ids = [
-        "short.py::a", "short.py::b", "new.py::a", "new.py::b", "long.py::a", "long.py::b", "nan.py::a",
+        "short.py::a",
+        "short.py::b",
+        "new.py::a",
+        "new.py::b",
+        "long.py::a",
+        "long.py::b",
+        "nan.py::a",
     ];
     let tests: Vec<TestCase> = ids.iter().map(|id| case(id)).collect();
     let history = [
@@ -70,7 +76,13 @@ fn plan_runs_files_with_new_tests_first_then_longest_files_keeping_test_order() 
         .plan(&PlanContext { workers: 2 }, &tests, &history)
         .unwrap();
     let expected = [
-        "new.py::a", "new.py::b", "nan.py::a", "long.py::a", "long.py::b", "short.py::a", "short.py::b",
+        "new.py::a",
+        "new.py::b",
+        "nan.py::a",
+        "long.py::a",
+        "long.py::b",
+        "short.py::a",
+        "short.py::b",
     ];
     assert_eq!(plan.batches, expected.map(|id| vec![id.to_owned()]));
     assert!(plan.deselected.is_empty());
