@@ -158,7 +158,7 @@ pub struct Pool<'a> {
     workers: HashMap<String, Worker>,
     /// Connection → (worker id, is the evidence connection).
     conns: HashMap<ConnId, (String, bool)>,
-    batches: VecDeque<Vec<String>>,
+    queue: Queue,
     planned: HashSet<String>,
     timeouts: HashMap<String, f64>,
     finished: usize,
@@ -194,7 +194,7 @@ impl<'a> Pool<'a> {
             restarts: 0,
             workers: HashMap::new(),
             conns: HashMap::new(),
-            batches,
+            queue: Queue::new(batches),
             planned,
             timeouts,
             finished: 0,
@@ -256,7 +256,7 @@ impl<'a> Pool<'a> {
     }
 
     fn done(&self) -> bool {
-        self.workers.is_empty() && (self.batches.is_empty() || self.stop.is_some())
+        self.workers.is_empty() && (self.queue.is_empty() || self.stop.is_some())
     }
 
     async fn send(&mut self, conn: ConnId, message: &Outbound<'_>) -> bool {
@@ -410,38 +410,35 @@ impl<'a> Pool<'a> {
         Ok(())
     }
 
+    /// Answers a worker's request: a share of the queue, or goodbye.
     async fn dispatch(&mut self, conn: ConnId) {
-        let stopping = self.stop.is_some();
-        let batch = if stopping {
-            None
-        } else {
-            self.batches.pop_front()
+        let Some(worker) = self.worker_of(conn) else {
+            return;
+        };
+        let held = worker.assigned.len();
+        let ids = match self.stop {
+            Some(_) => Vec::new(),
+            None => self.queue.take_share(held, self.worker_count as usize),
         };
         let Some(worker) = self.worker_of(conn) else {
             return;
         };
-        let message = match &batch {
-            Some(batch) => {
-                worker.assigned.extend(batch.iter().cloned());
-                Outbound::Run { ids: batch }
+        let message = if ids.is_empty() {
+            worker.released = true;
+            Outbound::Shutdown {
+                drop_pending: self.stop.is_some(),
             }
-            None => {
-                worker.released = true;
-                Outbound::Shutdown {
-                    drop_pending: stopping,
-                }
-            }
+        } else {
+            worker.assigned.extend(ids.iter().cloned());
+            Outbound::Run { ids: &ids }
         };
-        if !self.send(conn, &message).await {
-            // The worker is gone: this batch never reached it (what it held
+        if !self.send(conn, &message).await && !ids.is_empty() {
+            // The worker is gone: these tests never reached it (what it held
             // before is requeued when its loss is settled).
-            if let Some(batch) = batch {
-                if let Some(worker) = self.worker_of(conn) {
-                    let kept = worker.assigned.len() - batch.len();
-                    worker.assigned.truncate(kept);
-                }
-                self.batches.push_front(batch);
+            if let Some(worker) = self.worker_of(conn) {
+                worker.assigned.truncate(held);
             }
+            self.queue.push_front(ids);
         }
     }
 
@@ -508,9 +505,9 @@ impl<'a> Pool<'a> {
         if self.stop.is_some() {
             self.not_run.extend(leftover);
         } else if !leftover.is_empty() {
-            self.batches.push_front(leftover);
+            self.queue.push_front(leftover);
         }
-        let needed = !self.batches.is_empty() && self.stop.is_none();
+        let needed = !self.queue.is_empty() && self.stop.is_none();
         if needed && (!worker.released || self.workers.is_empty()) {
             self.replace_worker().await?;
         }
@@ -576,7 +573,7 @@ impl<'a> Pool<'a> {
             return;
         }
         self.recorder.interrupted(reason.describe());
-        self.not_run.extend(self.batches.drain(..).flatten());
+        self.not_run.extend(self.queue.drain());
         self.stop = Some(reason);
     }
 
@@ -697,6 +694,55 @@ impl<'a> Pool<'a> {
     }
 }
 
+/// Most tests a worker is handed at once.
+const SHARE_MAX: usize = 64;
+
+/// The planned batches not yet handed out, and how many tests they hold.
+struct Queue {
+    batches: VecDeque<Vec<String>>,
+    tests: usize,
+}
+
+impl Queue {
+    fn new(batches: VecDeque<Vec<String>>) -> Queue {
+        let tests = batches.iter().map(Vec::len).sum();
+        Queue { batches, tests }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    fn push_front(&mut self, batch: Vec<String>) {
+        self.tests += batch.len();
+        self.batches.push_front(batch);
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = String> + '_ {
+        self.tests = 0;
+        self.batches.drain(..).flatten()
+    }
+
+    /// Whole batches for a worker holding `held` tests: enough that it
+    /// does not wait on runner between fast tests, few enough to keep the
+    /// end of the run balanced: a quarter of the queue's share per worker,
+    /// at least one batch, at most SHARE_MAX tests (unless one batch is
+    /// bigger). Batches keep their order, so concatenating them is safe.
+    fn take_share(&mut self, held: usize, workers: usize) -> Vec<String> {
+        let target = (self.tests / (4 * workers.max(1))).clamp(2, SHARE_MAX);
+        let mut ids = Vec::new();
+        while let Some(batch) = self.batches.front() {
+            if !ids.is_empty() && held + ids.len() + batch.len() > target {
+                break;
+            }
+            let batch = self.batches.pop_front().expect("front exists");
+            self.tests -= batch.len();
+            ids.extend(batch);
+        }
+        ids
+    }
+}
+
 /// Reaps a worker that became runner's child when the zygote died (runner
 /// is a child subreaper).
 fn reap(pid: i32) {
@@ -722,4 +768,54 @@ pub fn signal_name(signal: i32) -> String {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(tests: usize) -> Queue {
+        Queue::new((0..tests).map(|i| vec![format!("t{i}")]).collect())
+    }
+
+    #[test]
+    fn shares_shrink_as_the_queue_empties() {
+        let mut q = queue(1000);
+        assert_eq!(
+            q.take_share(0, 2).len(),
+            SHARE_MAX,
+            "capped while the queue is long"
+        );
+        let mut q2 = queue(40);
+        assert_eq!(
+            q2.take_share(0, 2).len(),
+            5,
+            "a quarter of each worker's share"
+        );
+        let mut q3 = queue(3);
+        assert_eq!(q3.take_share(0, 2).len(), 2, "never less than two at hand");
+        assert_eq!(
+            q3.take_share(5, 2).len(),
+            1,
+            "at least one batch when asked"
+        );
+        assert!(q3.is_empty());
+        assert_eq!(q.tests, 1000 - SHARE_MAX);
+    }
+
+    #[test]
+    fn batches_are_never_split_and_keep_their_order() {
+        let mut q = Queue::new(VecDeque::from([
+            vec!["a".into(), "b".into(), "c".into()],
+            vec!["d".into()],
+        ]));
+        assert_eq!(
+            q.take_share(0, 4),
+            ["a", "b", "c"],
+            "a batch bigger than the share goes whole"
+        );
+        q.push_front(vec!["x".into()]);
+        assert_eq!(q.take_share(0, 4), ["x", "d"]);
+        assert_eq!(q.tests, 0);
+    }
 }

@@ -91,7 +91,14 @@ impl Recorder {
         self.stats.add("deselected", deselected);
         self.stats.add("error", errors.len() as u32);
         self.collect_errors = errors.to_vec();
-        self.log(json!({"type": "run-started", "tests": tests, "workers": workers, "deselected": deselected}));
+        let collected_after = self.started.elapsed().as_secs_f64();
+        self.log(json!({
+            "type": "run-started",
+            "tests": tests,
+            "workers": workers,
+            "deselected": deselected,
+            "collected_after_secs": collected_after,
+        }));
         for error in errors {
             self.log(
                 json!({"type": "collection-error", "id": error.id, "longrepr": error.longrepr}),
@@ -125,6 +132,8 @@ impl Recorder {
             "duration_secs": result.duration_secs,
             "worker": result.worker,
             "longrepr": result.longrepr,
+            // When runner received it, seconds since the run started.
+            "at_secs": self.started.elapsed().as_secs_f64(),
         }));
         self.history.record(&result);
         if let Some(failed) = last_failed_state(&reports) {
