@@ -20,8 +20,9 @@ The suites:
                 versus once per worker.
   cpu_bound     40 tests each spinning 0.1-0.25 s of pure-Python CPU work
                 (fixed-count loops, calibrated at generation): scheduling.
-                The ideal wall time is the sum of the test times (from a
-                plain pytest run's JUnit XML) divided by the worker count;
+                The ideal wall time is the sum of the test times (the median
+                over the timed plain pytest runs, from their JUnit XML)
+                divided by the worker count;
                 the overhead of each parallel contender is reported against it.
 
 Every contender runs with PYTHONDONTWRITEBYTECODE unset, after one untimed
@@ -124,11 +125,11 @@ def run_once(cmd, cwd, env):
     return time.perf_counter() - t0, proc.returncode, proc.stdout
 
 
-def sum_test_times(cwd, env, python):
-    xml = WORK / "cpu_bound_times.xml"
-    _, rc, out = run_once([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"], cwd, env)
-    if rc != 0:
-        raise SystemExit(f"measuring test times failed (exit {rc}):\n{out[-3000:]}")
+TIMES_XML = WORK / "cpu_bound_times.xml"
+
+
+def junit_test_times(xml):
+    """Sum of the test times pytest recorded in a JUnit file."""
     root = ET.parse(xml).getroot()
     return sum(float(tc.get("time", 0)) for tc in root.iter("testcase"))
 
@@ -180,16 +181,23 @@ def main():
         if not args.quick:
             run_once(contenders["pytest"], cwd, env)  # warm-up: writes .pyc files
         times = {name: [] for name in contenders}
+        sums = []
         for rep in range(reps):
             for name, cmd in contenders.items():  # interleaved, so drift hits all alike
+                if suite == "cpu_bound" and name == "pytest":
+                    # The test times come from the same runs as the wall
+                    # times, so that the ideal drifts with the machine too.
+                    cmd = [*cmd, f"--junitxml={TIMES_XML}"]
                 t, rc, out = run_once(cmd, cwd, env)
                 if rc != 0:
                     failed = True
                     print(f"!! {suite}/{name} exited {rc}:\n{out[-2000:]}", file=sys.stderr)
                 times[name].append(t)
+                if suite == "cpu_bound" and name == "pytest":
+                    sums.append(junit_test_times(TIMES_XML))
         entry = {"times": times, "median": {k: statistics.median(v) for k, v in times.items()}}
         if suite == "cpu_bound":
-            total = sum_test_times(cwd, env, args.python)
+            total = statistics.median(sums)
             entry["sum_test_times"] = total
             entry["ideal"] = total / args.n
         results[suite] = entry
