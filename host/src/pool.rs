@@ -399,6 +399,11 @@ impl<'a> Pool<'a> {
                         (Some(signal), _) => ExitStatus::Signal(signal),
                         (None, code) => ExitStatus::Code(code.unwrap_or(0)),
                     });
+                    // A worker that died before it connected has no
+                    // connection to lose: it is lost now.
+                    if state.conn.is_none() && state.lost_at.is_none() {
+                        state.lost_at = Some(Instant::now());
+                    }
                     self.try_finalize(&worker).await?;
                 }
             }
