@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::connections::{ConnEvent, ConnId};
 use crate::outcome::synthetic_report;
 use crate::recorder::Recorder;
-use crate::wire::{self, Inbound, Outbound, Role};
+use crate::wire::{self, Inbound, Outbound, Role, WireError};
 use crate::zygote::Zygote;
 
 /// After the traceback dump, how long a timed-out worker gets before SIGTERM.
@@ -224,10 +224,12 @@ impl<'a> Pool<'a> {
                     self.zygote_alive = false;
                     let status = status?;
                     let (_, stderr) = self.zygote.output();
-                    self.recorder.note(format!(
-                        "the zygote exited unexpectedly ({status}); its last output:\n{}",
-                        tail(&stderr, 40)
-                    ));
+                    let last_output = tail(&stderr, 40);
+                    self.recorder.note(if last_output.trim().is_empty() {
+                        format!("the zygote exited unexpectedly ({status})")
+                    } else {
+                        format!("the zygote exited unexpectedly ({status}); its last output:\n{last_output}")
+                    });
                     self.stop_dispatching(StopReason::ZygoteDied(status.to_string()));
                     self.kill_workers();
                 }
@@ -295,6 +297,9 @@ impl<'a> Pool<'a> {
                 }
             }
             ConnEvent::Closed(conn) => self.on_closed(conn).await?,
+            // A peer killed mid-write resets its connection: that is a loss
+            // (settled like any other), not a protocol error.
+            ConnEvent::Broken(conn, WireError::Io(_)) => self.on_closed(conn).await?,
             ConnEvent::Broken(conn, error) => {
                 let who = self
                     .conns
@@ -539,7 +544,10 @@ impl<'a> Pool<'a> {
             };
             ("hung", why.clone(), format!("{why}; {how}.\n"))
         } else {
-            let how = describe_exit(worker.exit);
+            let how = match worker.exit {
+                None if !self.zygote_alive => "was stopped when the zygote died".to_string(),
+                exit => describe_exit(exit),
+            };
             let message = format!("worker {worker_id}{pid} {how} while running this test");
             (
                 "crashed",

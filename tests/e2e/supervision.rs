@@ -473,3 +473,36 @@ fn junit_report_shows_hung_and_crashed_tests_with_evidence() {
         "hang traceback in the report\n{xml}"
     );
 }
+
+#[test]
+fn zygote_death_ends_the_run_clearly_and_keeps_results() {
+    let project = copy_fixture("zygote_dies");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let (ran, elapsed) = runner_tagged(
+        &project.dir,
+        &tag,
+        &["-n", "1", "--run-log", log.to_str().unwrap()],
+    );
+    ran.assert_code(1);
+    assert!(
+        ran.combined().contains("the zygote exited unexpectedly"),
+        "{}",
+        ran.describe()
+    );
+    let (results, lines) = read_log(&log);
+    let before = (0..4).filter(|n| {
+        results
+            .get(&format!("test_zygote_dies.py::test_before[{n}]"))
+            .is_some_and(|r| r.outcome == "passed")
+    });
+    assert_eq!(
+        before.count(),
+        4,
+        "results from before the zygote died are kept\n{}",
+        ran.describe()
+    );
+    assert_eq!(lines.last().unwrap()["type"], "run-finished");
+    assert!(elapsed < MARGIN, "took {elapsed:.1}s");
+    assert_no_leftovers(&tag);
+}
