@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::support::{copy_fixture, repo_root, require_python, run, runner, runner_bin};
+use crate::support::{compare_outcomes_in, copy_fixture, repo_root, run, runner};
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -85,7 +85,6 @@ fn rustc_print(rustc: &str, args: &[&str]) -> Option<String> {
 
 #[test]
 fn example_policy_keeps_pytests_outcomes() {
-    let py = require_python();
     let project = copy_fixture("fidelity");
     // Loaded from the config file, with an option from it too.
     std::fs::write(
@@ -96,25 +95,7 @@ fn example_policy_keeps_pytests_outcomes() {
         ),
     )
     .unwrap();
-    let mut cmd = Command::new(py);
-    cmd.arg(repo_root().join("tests/compare_outcomes.py"))
-        .arg("--runner")
-        .arg(runner_bin())
-        .arg("--suite")
-        .arg(&project.dir)
-        .args(["-n", "2", "--", "--doctest-modules"]);
-    let ran = run(cmd, &repo_root());
-    assert_eq!(
-        ran.code,
-        Some(0),
-        "outcomes differ from pytest's\n{}",
-        ran.describe()
-    );
-    assert!(
-        ran.stdout.contains(" tests compared, 0 differences"),
-        "{}",
-        ran.describe()
-    );
+    compare_outcomes_in(&project.dir, 2, &["--doctest-modules"]);
 }
 
 #[test]

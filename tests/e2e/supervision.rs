@@ -378,7 +378,7 @@ fn interrupt_mid_run(signal: nix::sys::signal::Signal) {
     let project = copy_fixture("slow");
     let log = project.dir.join("run.jsonl");
     let tag = tag();
-    let mut child = Command::new(runner_bin())
+    let child = Command::new(runner_bin())
         .args(["-n", "2", "--run-log", log.to_str().unwrap()])
         .env("RUNNER_E2E_TAG", &tag)
         .current_dir(&project.dir)

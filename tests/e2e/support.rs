@@ -250,15 +250,20 @@ fn is_counts(s: &str) -> bool {
 
 /// Runs tests/compare_outcomes.py against the runner on a copy of a fixture.
 pub fn compare_outcomes(fixture: &str, workers: u32, pytest_args: &[&str]) {
-    let py = require_python();
     let project = copy_fixture(fixture);
+    compare_outcomes_in(&project.dir, workers, pytest_args);
+}
+
+/// Runs tests/compare_outcomes.py against the runner in a prepared project.
+pub fn compare_outcomes_in(dir: &Path, workers: u32, pytest_args: &[&str]) {
+    let py = require_python();
     let script = repo_root().join("tests").join("compare_outcomes.py");
     let mut cmd = Command::new(py);
     cmd.arg(&script)
         .arg("--runner")
         .arg(runner_bin())
         .arg("--suite")
-        .arg(&project.dir)
+        .arg(dir)
         .arg("-n")
         .arg(workers.to_string())
         .arg("--")
@@ -267,7 +272,8 @@ pub fn compare_outcomes(fixture: &str, workers: u32, pytest_args: &[&str]) {
     assert_eq!(
         ran.code,
         Some(0),
-        "runner's outcomes differ from plain pytest's ({fixture}, -n {workers}, pytest args {pytest_args:?})\n{}",
+        "runner's outcomes differ from plain pytest's ({}, -n {workers}, pytest args {pytest_args:?})\n{}",
+        dir.display(),
         ran.describe()
     );
     assert!(
