@@ -6,6 +6,7 @@
 //! `worker_id` fixture) importable; if either is missing they fail with a
 //! message saying so, they are never skipped.
 
+mod bad_input;
 mod cache;
 mod example_policy;
 mod exit_codes;
