@@ -174,20 +174,21 @@ def _format_warning(warning_message):
 
 
 def _serialize_report(config, report):
-    category, letter, word = config.hook.pytest_report_teststatus(report=report, config=config)
-    if isinstance(word, tuple):
-        word = word[0]
+    """What the host needs of a report; fields that are empty by default are
+    left out (most reports are a passing setup, call or teardown)."""
+    category = config.hook.pytest_report_teststatus(report=report, config=config)[0]
     data = {
         "when": report.when,
         "outcome": report.outcome,
         "category": category,
-        "letter": letter,
-        "word": word,
         "duration": report.duration,
-        "longrepr": report.longreprtext if report.longrepr is not None else "",
-        "sections": [list(section) for section in report.sections],
-        "head_line": report.head_line or "",
     }
+    if report.longrepr is not None:
+        data["longrepr"] = report.longreprtext
+    if report.sections:
+        data["sections"] = [list(section) for section in report.sections]
+    if report.failed:
+        data["head_line"] = report.head_line or ""
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
         data["message"] = crash.message

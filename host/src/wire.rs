@@ -115,11 +115,16 @@ pub struct PhaseReport {
     /// pytest_report_teststatus's category: "passed", "failed", "error",
     /// "skipped", "xfailed", "xpassed", "" or a plugin's own.
     pub category: String,
-    pub letter: String,
+    /// Only for runner's own reports (HUNG, CRASHED): the word to show.
+    #[serde(default)]
     pub word: String,
     pub duration: f64,
+    #[serde(default)]
     pub longrepr: String,
+    #[serde(default)]
     pub sections: Vec<(String, String)>,
+    /// pytest's title for the test, sent for failed reports.
+    #[serde(default)]
     pub head_line: String,
     #[serde(default)]
     pub message: Option<String>,
@@ -200,7 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn decodes_a_result_frame() {
-        let body = br#"{"t":"result","id":"t.py::a","reports":[{"when":"call","outcome":"passed","category":"passed","letter":".","word":"PASSED","duration":0.5,"longrepr":"","sections":[],"head_line":"a"}]}"#;
+        let body = br#"{"t":"result","id":"t.py::a","reports":[{"when":"call","outcome":"passed","category":"passed","duration":0.5}]}"#;
         let mut input = &framed(body)[..];
         match read_frame(&mut input).await.unwrap() {
             Some(Inbound::Result { id, reports, .. }) => {
