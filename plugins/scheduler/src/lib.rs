@@ -51,25 +51,29 @@ impl Guest for LongestFirst {
             .collect();
         // Files in collection order, each with its tests in collection order
         // and its total duration (None if a test is new).
-        let mut files: Vec<(String, Option<f64>, Vec<String>)> = Vec::new();
+        let mut files: Vec<(Option<f64>, Vec<String>)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for test in tests {
             let known = durations.get(test.id.as_str()).copied();
-            let slot = *index.entry(test.file.clone()).or_insert_with(|| {
-                files.push((test.file.clone(), Some(0.0), Vec::new()));
-                files.len() - 1
-            });
-            let (_, total, ids) = &mut files[slot];
+            let slot = match index.get(test.file.as_str()) {
+                Some(&slot) => slot,
+                None => {
+                    files.push((Some(0.0), Vec::new()));
+                    index.insert(test.file, files.len() - 1);
+                    files.len() - 1
+                }
+            };
+            let (total, ids) = &mut files[slot];
             *total = total.zip(known).map(|(sum, d)| sum + d);
             ids.push(test.id);
         }
-        files.sort_by(|(_, a, _), (_, b, _)| match (a, b) {
+        files.sort_by(|(a, _), (b, _)| match (a, b) {
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Less,
             (Some(_), None) => Ordering::Greater,
             (Some(a), Some(b)) => b.total_cmp(a),
         });
-        let order = files.into_iter().flat_map(|(_, _, ids)| ids);
+        let order = files.into_iter().flat_map(|(_, ids)| ids);
         Ok(Plan {
             batches: order.map(|id| alloc::vec![id]).collect(),
             deselected: Vec::new(),
