@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 /// The shim, written next to the socket at run time.
 const SHIM_SOURCE: &str = include_str!("../python/_runner_shim.py");
@@ -43,6 +44,8 @@ pub struct Zygote {
     pub pid: i32,
     pub stdout: Arc<Mutex<Vec<u8>>>,
     pub stderr: Arc<Mutex<Vec<u8>>>,
+    /// The tasks reading its stdout and stderr into the buffers above.
+    readers: Vec<JoinHandle<()>>,
 }
 
 pub struct ZygoteSpec<'a> {
@@ -73,20 +76,28 @@ impl Zygote {
             .kill_on_drop(true)
             .spawn()?;
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
-        let stdout = keep_output(child.stdout.take().expect("piped"));
-        let stderr = keep_output(child.stderr.take().expect("piped"));
+        let (stdout, stdout_reader) = keep_output(child.stdout.take().expect("piped"));
+        let (stderr, stderr_reader) = keep_output(child.stderr.take().expect("piped"));
         Ok(Zygote {
             child,
             pid,
             stdout,
             stderr,
+            readers: vec![stdout_reader, stderr_reader],
         })
     }
 
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         let status = self.child.wait().await?;
-        // The readers hit EOF right after exit; give them a moment to drain.
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // Let the readers drain what it printed. Workers share its pipes, so
+        // if any outlived it there is no end of file to wait for: bound it.
+        let readers = std::mem::take(&mut self.readers);
+        let drained = async {
+            for reader in readers {
+                let _ = reader.await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), drained).await;
         Ok(status)
     }
 
@@ -105,10 +116,12 @@ impl Zygote {
     }
 }
 
-fn keep_output(mut stream: impl AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+fn keep_output(
+    mut stream: impl AsyncRead + Unpin + Send + 'static,
+) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
     let buffer = Arc::new(Mutex::new(Vec::new()));
     let sink = buffer.clone();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut chunk = vec![0u8; 64 * 1024];
         while let Ok(n) = stream.read(&mut chunk).await {
             if n == 0 {
@@ -119,5 +132,5 @@ fn keep_output(mut stream: impl AsyncRead + Unpin + Send + 'static) -> Arc<Mutex
             kept.extend_from_slice(&chunk[..n.min(room)]);
         }
     });
-    buffer
+    (buffer, reader)
 }
