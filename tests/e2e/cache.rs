@@ -1,7 +1,7 @@
 //! pytest's cache: a runner run leaves the same "last failed" set as a
 //! plain pytest run, so `--lf` and `--ff` work after either.
 
-use crate::support::{copy_fixture, pytest, runner};
+use crate::support::{copy_fixture, pytest, read_log, runner};
 
 fn last_failed(dir: &std::path::Path) -> Vec<String> {
     let path = dir.join(".pytest_cache/v/cache/lastfailed");
@@ -43,13 +43,7 @@ fn last_failed_matches_pytest() {
     ];
     let rerun = runner(&by_runner.dir, &args);
     rerun.assert_code(1);
-    let mut rerun_ids: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-        .filter(|line| line["type"] == "result")
-        .map(|line| line["id"].as_str().unwrap().to_string())
-        .collect();
+    let mut rerun_ids: Vec<String> = read_log(&log).0.into_keys().collect();
     rerun_ids.sort();
     assert_eq!(
         rerun_ids,

@@ -2,43 +2,15 @@
 //! killed, leave children behind), the run finishes, the other tests still
 //! run, the broken one is reported with evidence, and no process survives.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Ran, copy_fixture, run, runner_bin};
+use crate::support::{Ran, copy_fixture, read_log, run, runner_bin};
 
 const TIMEOUT: f64 = 2.0;
 /// runner's dump wait (0.3 s) + SIGTERM grace (2 s) + start-up and slack.
 const MARGIN: f64 = 6.0;
-
-/// A run-log `result` line, reduced to what the assertions need.
-struct Logged {
-    outcome: String,
-    longrepr: String,
-}
-
-fn read_log(path: &Path) -> (HashMap<String, Logged>, Vec<serde_json::Value>) {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("no run log at {}: {e}", path.display()));
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
-    let results = lines
-        .iter()
-        .filter(|l| l["type"] == "result")
-        .map(|l| {
-            let logged = Logged {
-                outcome: l["outcome"].as_str().unwrap().to_string(),
-                longrepr: l["longrepr"].as_str().unwrap_or("").to_string(),
-            };
-            (l["id"].as_str().unwrap().to_string(), logged)
-        })
-        .collect();
-    (results, lines)
-}
 
 /// A tag in the environment of runner and everything it starts, to find
 /// leftovers afterwards.

@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -299,4 +300,32 @@ fn closing_line_parser() {
     );
     assert_eq!(closing_line("passed in a while"), None);
     assert_eq!(closing_line("tests/test_x.py::test_login in 3s"), None);
+}
+
+/// A run-log `result` line, reduced to what the assertions need.
+pub struct Logged {
+    pub outcome: String,
+    pub longrepr: String,
+}
+
+/// A run log's `result` lines by test id, and every line in order.
+pub fn read_log(path: &Path) -> (HashMap<String, Logged>, Vec<serde_json::Value>) {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("no run log at {}: {e}", path.display()));
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let results = lines
+        .iter()
+        .filter(|l| l["type"] == "result")
+        .map(|l| {
+            let logged = Logged {
+                outcome: l["outcome"].as_str().unwrap().to_string(),
+                longrepr: l["longrepr"].as_str().unwrap_or("").to_string(),
+            };
+            (l["id"].as_str().unwrap().to_string(), logged)
+        })
+        .collect();
+    (results, lines)
 }
