@@ -8,6 +8,7 @@ pub mod connections;
 pub mod exit_code;
 pub mod model;
 pub mod outcome;
+pub mod panic;
 pub mod plugins;
 pub mod policy;
 pub mod pool;
@@ -15,6 +16,7 @@ pub mod python;
 pub mod recorder;
 pub mod run;
 pub mod state;
+pub mod stdio;
 pub mod summary;
 pub mod ui;
 pub mod wire;
@@ -32,6 +34,7 @@ use crate::run::RunSettings;
 
 /// The whole program; returns the process exit code.
 pub fn main_impl() -> i32 {
+    panic::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
@@ -47,7 +50,7 @@ pub fn main_impl() -> i32 {
     let project = match ProjectConfig::discover(&cwd) {
         Ok(project) => project,
         Err(error) => {
-            eprintln!("error: {error}");
+            crate::errln!("error: {error}");
             return exit_code::USAGE_ERROR;
         }
     };
@@ -55,7 +58,7 @@ pub fn main_impl() -> i32 {
         return match policy_config(policy, &project, None) {
             Ok(config) => plugins::list(&config),
             Err(message) => {
-                eprintln!("error: {message}");
+                crate::errln!("error: {message}");
                 exit_code::USAGE_ERROR
             }
         };
@@ -73,7 +76,7 @@ pub fn main_impl() -> i32 {
     let policies = match policies {
         Ok(policies) => policies,
         Err((usage, message)) => {
-            eprintln!("error: {message}");
+            crate::errln!("error: {message}");
             return if usage {
                 exit_code::USAGE_ERROR
             } else {
@@ -84,14 +87,14 @@ pub fn main_impl() -> i32 {
     let python = match python::find_python(cli.python.as_deref()) {
         Ok(python) => python,
         Err(error) => {
-            eprintln!("error: {error}");
+            crate::errln!("error: {error}");
             return exit_code::USAGE_ERROR;
         }
     };
     // Workers are the zygote's children; if the zygote dies they become
     // runner's, so that none escapes.
     if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
-        eprintln!("warning: could not become a child subreaper: {error}");
+        crate::errln!("warning: could not become a child subreaper: {error}");
     }
     let settings = RunSettings {
         limits: pool::Limits {
@@ -119,7 +122,7 @@ pub fn main_impl() -> i32 {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            crate::errln!("error: {error:#}");
             exit_code::INTERNAL_ERROR
         }
     }

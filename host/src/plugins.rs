@@ -12,11 +12,11 @@ use crate::policy::{PluginInfo, Policies, PolicyConfig, describe_import};
 pub fn list(config: &PolicyConfig) -> i32 {
     match Policies::list(config) {
         Ok(plugins) => {
-            print!("{}", render(&plugins, config));
+            crate::stdio::out(&render(&plugins, config));
             exit_code::OK
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            crate::errln!("error: {error}");
             if error.is_usage() {
                 exit_code::USAGE_ERROR
             } else {

@@ -45,7 +45,8 @@ pub struct Limits {
     pub maxfail: u32,
 }
 
-/// SIGINT (Ctrl-C) and SIGTERM, which stop a run at any phase.
+/// SIGINT (Ctrl-C), SIGTERM and a closed output, which stop a run at any
+/// phase.
 pub struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
@@ -59,11 +60,14 @@ impl StopSignals {
         })
     }
 
-    /// Waits for either; returns how pytest would name it.
+    /// Waits for either, or for the reader of runner's output to go away
+    /// (`runner | head`), which stops a run the same way; returns how pytest
+    /// would name it.
     pub async fn recv(&mut self) -> &'static str {
         tokio::select! {
             _ = self.interrupt.recv() => "KeyboardInterrupt",
             _ = self.terminate.recv() => "SIGTERM",
+            _ = crate::stdio::closed() => "the output was closed",
         }
     }
 }
@@ -164,6 +168,8 @@ pub struct Pool<'a> {
     finished: usize,
     failures: u32,
     stop: Option<StopReason>,
+    /// Whether the workers were told to stop (see `release_all`).
+    stop_told: bool,
     not_run: Vec<String>,
     untrusted: Vec<String>,
     started: Instant,
@@ -172,6 +178,7 @@ pub struct Pool<'a> {
 impl<'a> Pool<'a> {
     #[expect(clippy::too_many_arguments)]
     pub fn new(
+        started: Instant,
         recorder: &'a mut Recorder,
         zygote: &'a mut Zygote,
         writers: HashMap<ConnId, OwnedWriteHalf>,
@@ -200,9 +207,10 @@ impl<'a> Pool<'a> {
             finished: 0,
             failures: 0,
             stop: None,
+            stop_told: false,
             not_run: Vec::new(),
             untrusted: Vec::new(),
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -237,6 +245,10 @@ impl<'a> Pool<'a> {
             }
             if matches!(self.stop, Some(StopReason::Signal(_))) {
                 break;
+            }
+            if self.stop.is_some() && !self.stop_told {
+                self.stop_told = true;
+                self.release_all().await;
             }
         }
         self.shut_down().await;
@@ -508,8 +520,6 @@ impl<'a> Pool<'a> {
             let how = describe_exit(worker.exit);
             self.untrusted
                 .push(format!("worker {id} {how} outside a test"));
-            self.recorder
-                .note(format!("worker {id} {how} outside a test"));
         }
         let leftover: Vec<String> = worker.assigned.drain(..).collect();
         if self.stop.is_some() {
@@ -588,6 +598,25 @@ impl<'a> Pool<'a> {
         self.recorder.interrupted(reason.describe());
         self.not_run.extend(self.queue.drain());
         self.stop = Some(reason);
+    }
+
+    /// Once dispatching stopped: every worker drops the tests it holds but
+    /// has not started, and leaves after the one it is running. Told now
+    /// rather than at its next request, so that nothing new starts.
+    async fn release_all(&mut self) {
+        let conns: Vec<ConnId> = self
+            .workers
+            .values_mut()
+            .filter(|w| !w.released)
+            .filter_map(|w| {
+                w.released = true;
+                w.conn
+            })
+            .collect();
+        for conn in conns {
+            self.send(conn, &Outbound::Shutdown { drop_pending: true })
+                .await;
+        }
     }
 
     fn interrupt(&mut self, name: &'static str) {

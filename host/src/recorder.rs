@@ -11,7 +11,7 @@ use crate::outcome::test_result;
 use crate::policy::Policies;
 use crate::state::{History, RunLog};
 use crate::summary::Stats;
-use crate::ui::{Problem, Summary, Terminal};
+use crate::ui::{Problem, Summary, Terminal, Verbosity};
 use crate::wire::{CollectError, PhaseReport, WarningRecord};
 
 pub struct Recorder {
@@ -62,8 +62,15 @@ impl Recorder {
         }
     }
 
+    /// Something the user must know, shown now and again before the closing
+    /// line.
     pub fn note(&mut self, message: String) {
         self.terminal.warn(&message);
+        self.notes.push(message);
+    }
+
+    /// A note found once the run is over: shown once, before the closing line.
+    pub fn closing_note(&mut self, message: String) {
         self.notes.push(message);
     }
 
@@ -111,6 +118,34 @@ impl Recorder {
         self.report_event(&event);
     }
 
+    /// Tests the scheduler chose not to run: in the log with their reason,
+    /// counted as deselected, each named in the header.
+    pub fn deselected_by_scheduler(&mut self, deselected: &[(String, String)]) {
+        let mut reasons: Vec<(&str, usize)> = Vec::new();
+        for (id, reason) in deselected {
+            self.log(json!({"type": "deselected", "id": id, "reason": reason}));
+            if self.terminal.verbosity() == Verbosity::Verbose {
+                self.terminal
+                    .header(&format!("deselected by the scheduler: {id} ({reason})"));
+            }
+            match reasons.iter_mut().find(|(r, _)| r == reason) {
+                Some((_, count)) => *count += 1,
+                None => reasons.push((reason, 1)),
+            }
+        }
+        if !reasons.is_empty() && self.terminal.verbosity() == Verbosity::Normal {
+            let listed: Vec<String> = reasons
+                .iter()
+                .map(|(reason, count)| format!("{count} ({reason})"))
+                .collect();
+            self.terminal.header(&format!(
+                "deselected by the scheduler: {}",
+                listed.join(", ")
+            ));
+        }
+        self.stats.add("deselected", deselected.len() as u32);
+    }
+
     /// Warnings pytest recorded, counted in the closing line as pytest does.
     pub fn warnings(&mut self, warnings: Vec<WarningRecord>) {
         self.stats.add("warnings", warnings.len() as u32);
@@ -124,6 +159,7 @@ impl Recorder {
         reports: Vec<PhaseReport>,
     ) -> TestResult {
         let result = test_result(id, worker, &reports);
+        injected_panic();
         self.log(json!({
             "type": "result",
             "id": result.id,
@@ -168,7 +204,7 @@ impl Recorder {
         for id in ids {
             self.log(json!({"type": "not-run", "id": id}));
         }
-        self.note(format!("{} planned tests did not run", ids.len()));
+        self.closing_note(format!("{} planned tests did not run", ids.len()));
     }
 
     fn report_event(&mut self, event: &RunEvent) {
@@ -206,7 +242,10 @@ impl Recorder {
         }
         self.log(json!({"type": "run-finished", "exit_code": exit_code, "duration_secs": elapsed.as_secs_f64()}));
         if let Err(error) = self.history.save() {
-            self.note(format!("could not save the test history: {error}"));
+            let path = self.history.path().display();
+            self.note(format!(
+                "could not save the test history to {path}: {error}"
+            ));
         }
         let summary = Summary {
             collect_errors: &self.collect_errors,
@@ -216,9 +255,22 @@ impl Recorder {
             elapsed,
             notes: &self.notes,
             interrupted: self.interrupted.as_deref(),
+            exit_code,
         };
         self.terminal.finish(&summary);
         exit_code
+    }
+}
+
+/// Fault injection for runner's own tests: `RUNNER_INJECT_PANIC=result`
+/// makes runner panic when the first result arrives, mid-run, as a bug
+/// would; the tests check that the panic hook cleans up.
+fn injected_panic() {
+    static INJECT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *INJECT
+        .get_or_init(|| std::env::var_os("RUNNER_INJECT_PANIC").is_some_and(|v| v == "result"))
+    {
+        panic!("injected by RUNNER_INJECT_PANIC=result");
     }
 }
 

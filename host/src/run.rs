@@ -65,6 +65,12 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
     tokio::spawn(accept_connections(listener, events_tx));
     let terminal = Terminal::new(settings.verbosity);
     let mut writers: HashMap<ConnId, OwnedWriteHalf> = HashMap::new();
+    // The global timeout covers the whole run, collection included (a
+    // conftest can loop forever).
+    let global_deadline = settings
+        .limits
+        .global_timeout
+        .map(|secs| tokio::time::Instant::from_std(started) + Duration::from_secs_f64(secs));
 
     // Collection: until the zygote reports, or exits without reporting
     // (usage errors, --help, --collect-only, a conftest that fails to import).
@@ -82,17 +88,17 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
                 let (stdout, stderr) = zygote.output();
                 let code = status.code().unwrap_or(exit_code::INTERRUPTED);
                 if code == NO_PYTEST_EXIT {
-                    eprint!("{stderr}");
-                    eprintln!(
+                    crate::stdio::err(&stderr);
+                    crate::errln!(
                         "error: pytest is not installed for {}\n  hint: install it with `{} -m pip install pytest`, or choose another interpreter with --python",
                         settings.python.display(), settings.python.display()
                     );
                     return Ok(exit_code::USAGE_ERROR);
                 }
-                print!("{stdout}");
-                eprint!("{stderr}");
+                crate::stdio::out(&stdout);
+                crate::stdio::err(&stderr);
                 if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
-                    eprintln!(
+                    crate::errln!(
                         "error: Python crashed during collection: killed by {}\n  (its output is above)",
                         crate::pool::signal_name(signal)
                     );
@@ -101,6 +107,18 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
                 return Ok(code);
             }
             name = signals.recv() => return Ok(interrupt_collection(&mut zygote, name).await),
+            _ = sleep_until_deadline(global_deadline) => {
+                let secs = settings.limits.global_timeout.unwrap_or_default();
+                zygote.kill_all();
+                let _ = tokio::time::timeout(Duration::from_secs(5), zygote.wait()).await;
+                let (stdout, stderr) = zygote.output();
+                crate::stdio::out(&stdout);
+                crate::stdio::err(&stderr);
+                crate::errln!(
+                    "error: the global timeout of {secs}s was reached during collection; no test ran\n  hint: pytest's collection (importing the test modules and conftest files) did not finish in time: run `pytest --collect-only` to see where it stops, or raise --global-timeout"
+                );
+                return Ok(exit_code::INTERRUPTED);
+            }
         }
     };
 
@@ -133,27 +151,28 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         .map(|path| std::path::absolute(path))
         .transpose()?;
     let mut policies = settings.policies;
-    policies
-        .open_outputs(&state_dir, junitxml.as_deref())
-        .context("failed to open the reporters' output directories")?;
+    for error in policies.open_outputs(&state_dir, junitxml.as_deref()) {
+        terminal.warn(&format!("{error}; its report is not written this run"));
+    }
     policies.set_log_sink(terminal.log_sink());
     let history = History::load(&state_dir, &mut |warning| terminal.warn(&warning));
-    let log = RunLog::create(&state_dir, &run_id, settings.run_log.as_deref())
-        .context("failed to create the run log")?;
+    let log = RunLog::create(
+        &state_dir,
+        &run_id,
+        settings.run_log.as_deref(),
+        &mut |warning| terminal.warn(&warning),
+    );
     let plan_history = history.for_tests(tests.iter().map(|t| t.id.as_str()));
     let mut recorder = Recorder::new(terminal, policies, history, log, started);
     recorder.run_started(tests.len(), workers, deselected, &errors);
     recorder.warnings(warnings);
 
-    let zygote_writer = writers
-        .get_mut(&zygote_conn)
-        .context("the zygote's connection is gone")?;
     if let Some(reason) = &interrupted {
         recorder.interrupted(reason.clone());
     }
     if interrupted.is_some() || tests.is_empty() {
         let _ = wire::write_frame(
-            zygote_writer,
+            zygote_writer_of(&mut writers, zygote_conn)?,
             &Outbound::Shutdown {
                 drop_pending: false,
             },
@@ -177,17 +196,27 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
     for warning in recorder.policies.take_warnings() {
         recorder.note(warning);
     }
-    for (id, reason) in &plan.deselected {
-        recorder
-            .terminal
-            .header(&format!("deselected by the scheduler: {id} ({reason})"));
-    }
+    recorder.deselected_by_scheduler(&plan.deselected);
     let batches: VecDeque<Vec<String>> =
         plan.batches.into_iter().filter(|b| !b.is_empty()).collect();
     let planned: usize = batches.iter().map(Vec::len).sum();
-    recorder
-        .stats
-        .add("deselected", plan.deselected.len() as u32);
+    if planned == 0 {
+        // Like pytest when `-k` or `-m` deselects everything: nothing ran.
+        let _ = wire::write_frame(
+            zygote_writer_of(&mut writers, zygote_conn)?,
+            &Outbound::Shutdown {
+                drop_pending: false,
+            },
+        )
+        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), zygote.wait()).await;
+        let code = if errors.is_empty() {
+            exit_code::NO_TESTS_COLLECTED
+        } else {
+            exit_code::TESTS_FAILED
+        };
+        return Ok(recorder.finish(code));
+    }
     recorder.terminal.start(planned as u64);
 
     let timeouts: HashMap<String, f64> = tests
@@ -201,6 +230,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         ..settings.limits.clone()
     };
     let pool = Pool::new(
+        started,
         &mut recorder,
         &mut zygote,
         writers,
@@ -216,7 +246,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         recorder.not_run(&end.not_run);
     }
     for warning in &end.untrusted {
-        recorder.note(format!("this run can't be trusted: {warning}"));
+        recorder.closing_note(format!("this run can't be trusted: {warning}"));
     }
     let code = match end.stop {
         Some(StopReason::Signal(_)) | Some(StopReason::GlobalTimeout(_)) => exit_code::INTERRUPTED,
@@ -228,10 +258,27 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
     Ok(recorder.finish(code))
 }
 
+fn zygote_writer_of(
+    writers: &mut HashMap<ConnId, OwnedWriteHalf>,
+    zygote_conn: ConnId,
+) -> Result<&mut OwnedWriteHalf> {
+    writers
+        .get_mut(&zygote_conn)
+        .context("the zygote's connection is gone")
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn interrupt_collection(zygote: &mut Zygote, signal: &str) -> i32 {
     zygote.kill_all();
     let _ = tokio::time::timeout(Duration::from_secs(5), zygote.wait()).await;
-    eprintln!("Interrupted during collection ({signal})");
+    crate::errln!("Interrupted during collection ({signal})");
     exit_code::INTERRUPTED
 }
 

@@ -103,6 +103,11 @@ impl History {
         self.for_tests(self.file.tests.keys().map(String::as_str))
     }
 
+    /// Where it is saved.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn save(&mut self) -> std::io::Result<()> {
         self.file.version = HISTORY_VERSION;
         write_atomic(&self.path, &serde_json::to_vec(&self.file)?)
@@ -127,18 +132,33 @@ pub struct RunLog {
 }
 
 impl RunLog {
-    /// Opens `<state_dir>/runs/<run_id>.jsonl`, plus `extra` if given.
-    pub fn create(state_dir: &Path, run_id: &str, extra: Option<&Path>) -> std::io::Result<RunLog> {
+    /// Opens `<state_dir>/runs/<run_id>.jsonl`, plus `extra` if given. A log
+    /// that can't be created is left out and reported through `warn` with
+    /// its path: a read-only project still runs its tests.
+    pub fn create(
+        state_dir: &Path,
+        run_id: &str,
+        extra: Option<&Path>,
+        warn: &mut dyn FnMut(String),
+    ) -> RunLog {
         let runs = state_dir.join("runs");
-        fs::create_dir_all(&runs)?;
-        prune_old_logs(&runs);
-        let mut writers = vec![BufWriter::new(fs::File::create(
-            runs.join(format!("{run_id}.jsonl")),
-        )?)];
-        if let Some(path) = extra {
-            writers.push(BufWriter::new(fs::File::create(path)?));
+        let main = runs.join(format!("{run_id}.jsonl"));
+        let main_file = fs::create_dir_all(&runs).and_then(|()| {
+            prune_old_logs(&runs);
+            fs::File::create(&main)
+        });
+        let extra_file = extra.map(|path| (path, fs::File::create(path)));
+        let mut writers = Vec::new();
+        for (path, file) in std::iter::once((main.as_path(), main_file)).chain(extra_file) {
+            match file {
+                Ok(file) => writers.push(BufWriter::new(file)),
+                Err(error) => warn(format!(
+                    "cannot write the run log {}: {error}; this run is not logged there",
+                    path.display()
+                )),
+            }
         }
-        Ok(RunLog { writers })
+        RunLog { writers }
     }
 
     pub fn write(&mut self, line: &serde_json::Value) -> std::io::Result<()> {
@@ -224,7 +244,8 @@ mod tests {
     fn run_logs_are_pruned_to_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         for i in 0..(KEPT_RUN_LOGS + 5) {
-            let mut log = RunLog::create(dir.path(), &format!("{i:04}"), None).unwrap();
+            let mut log =
+                RunLog::create(dir.path(), &format!("{i:04}"), None, &mut |w| panic!("{w}"));
             log.write(&serde_json::json!({"type": "run-started"}))
                 .unwrap();
         }

@@ -36,11 +36,13 @@ pub struct Summary<'a> {
     pub notes: &'a [String],
     /// Why the run stopped early, shown as pytest's `!!! Interrupted: ... !!!`.
     pub interrupted: Option<&'a str>,
+    /// The run's exit code, which the closing line's colour must not
+    /// contradict.
+    pub exit_code: i32,
 }
 
 pub struct Terminal {
     bar: ProgressBar,
-    stdout: Term,
     width: usize,
     verbosity: Verbosity,
     failures_seen: u64,
@@ -57,17 +59,20 @@ impl Terminal {
         let bar = ProgressBar::hidden();
         Terminal {
             bar,
-            stdout,
             width,
             verbosity,
             failures_seen: 0,
         }
     }
 
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
     /// A note to the user on stderr, kept clear of the progress bar.
     pub fn warn(&self, message: &str) {
         self.bar.suspend(|| {
-            eprintln!(
+            crate::errln!(
                 "{} {message}",
                 Style::new().yellow().bold().apply_to("warning:")
             )
@@ -77,21 +82,21 @@ impl Terminal {
     /// A sink for policy log lines on stderr, kept clear of the progress bar.
     pub fn log_sink(&self) -> Box<dyn FnMut(&str) + Send> {
         let bar = self.bar.clone();
-        Box::new(move |line: &str| bar.suspend(|| eprintln!("{line}")))
+        Box::new(move |line: &str| bar.suspend(|| crate::errln!("{line}")))
     }
 
     /// A live notice during the run (a slow test), unless quiet.
     pub fn notice(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {
             self.bar
-                .suspend(|| eprintln!("{}", Style::new().yellow().apply_to(line)));
+                .suspend(|| crate::errln!("{}", Style::new().yellow().apply_to(line)));
         }
     }
 
     pub fn header(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {
             self.bar
-                .suspend(|| eprintln!("{}", Style::new().dim().apply_to(line)));
+                .suspend(|| crate::errln!("{}", Style::new().dim().apply_to(line)));
         }
     }
 
@@ -130,7 +135,7 @@ impl Terminal {
                 "{styled} [{:>7.3}s] {} {}",
                 result.duration_secs, result.worker, result.id
             );
-            self.bar.suspend(|| eprintln!("{line}"));
+            self.bar.suspend(|| crate::errln!("{line}"));
         }
     }
 
@@ -138,7 +143,7 @@ impl Terminal {
         self.bar.finish_and_clear();
         let mut out = String::new();
         self.render(&mut out, summary);
-        let _ = self.stdout.write_str(&out);
+        crate::stdio::out(&out);
     }
 
     fn sep(&self, out: &mut String, fill: char, title: &str, style: Style) {
@@ -241,7 +246,7 @@ impl Terminal {
                 ));
             }
         }
-        let color = match summary.stats.color() {
+        let color = match closing_color(summary.stats, summary.exit_code) {
             Color::Green => Style::new().green(),
             Color::Yellow => Style::new().yellow(),
             Color::Red => Style::new().red(),
@@ -317,6 +322,17 @@ impl Terminal {
             }
         }
         line
+    }
+}
+
+/// pytest's colour for the counts, unless the exit code says otherwise: a
+/// run that can't be trusted or was stopped is never green.
+fn closing_color(stats: &Stats, exit_code: i32) -> Color {
+    match (stats.color(), exit_code) {
+        (color, crate::exit_code::OK) => color,
+        (Color::Red, _) => Color::Red,
+        (_, crate::exit_code::NO_TESTS_COLLECTED) => Color::Yellow,
+        _ => Color::Red,
     }
 }
 

@@ -160,3 +160,48 @@ fn plugins_lists_the_defaults_and_a_third_party_policy() {
         ran.describe()
     );
 }
+
+#[test]
+fn a_scheduler_that_deselects_everything_runs_nothing_and_exits_5() {
+    let p = copy_fixture("all_pass");
+    // Every test carries the marker the example deselects.
+    std::fs::write(
+        p.dir.join("conftest.py"),
+        "import pytest\n\n\ndef pytest_collection_modifyitems(items):\n    for item in items:\n        item.add_marker(pytest.mark.later)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.dir.join("pytest.ini"),
+        "[pytest]\nmarkers = later: not now\n",
+    )
+    .unwrap();
+    let log = p.dir.join("run.jsonl");
+    let ran = runner(
+        &p.dir,
+        &[
+            "--policy",
+            by_file().to_str().unwrap(),
+            "--policy-opt",
+            "by-file.skip-marker=later",
+            "--run-log",
+            log.to_str().unwrap(),
+        ],
+    );
+    // As pytest does when -m deselects every test.
+    let pytest = crate::support::pytest(&p.dir, &["-m", "not later"]);
+    pytest.assert_code(5);
+    ran.assert_code(5);
+    assert!(ran.stdout.contains("8 deselected"), "{}", ran.describe());
+    assert!(
+        ran.stderr
+            .contains("deselected by the scheduler: 8 (marked `later`)"),
+        "{}",
+        ran.describe()
+    );
+    let (results, lines) = crate::support::read_log(&log);
+    assert!(results.is_empty());
+    let deselected: Vec<_> = lines.iter().filter(|l| l["type"] == "deselected").collect();
+    assert_eq!(deselected.len(), 8, "{lines:?}");
+    assert!(deselected.iter().all(|l| l["reason"] == "marked `later`"));
+    assert_eq!(lines.last().unwrap()["type"], "run-finished");
+}

@@ -10,6 +10,7 @@ mod bad_input;
 mod cache;
 mod example_policy;
 mod exit_codes;
+mod faults;
 mod fidelity;
 mod guests;
 mod hostile;

@@ -14,12 +14,12 @@ const MARGIN: f64 = 6.0;
 
 /// A tag in the environment of runner and everything it starts, to find
 /// leftovers afterwards.
-fn tag() -> String {
+pub(crate) fn tag() -> String {
     format!("runner-e2e-{}-{:?}", std::process::id(), Instant::now())
 }
 
 /// Processes (other than zombies) whose environment carries `tag`.
-fn leftovers(tag: &str) -> Vec<String> {
+pub(crate) fn leftovers(tag: &str) -> Vec<String> {
     let needle = format!("RUNNER_E2E_TAG={tag}");
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -52,7 +52,7 @@ fn leftovers(tag: &str) -> Vec<String> {
     found
 }
 
-fn assert_no_leftovers(tag: &str) {
+pub(crate) fn assert_no_leftovers(tag: &str) {
     // Killed processes take a moment to disappear.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -69,7 +69,7 @@ fn assert_no_leftovers(tag: &str) {
     }
 }
 
-fn runner_tagged(dir: &Path, tag: &str, args: &[&str]) -> (Ran, f64) {
+pub(crate) fn runner_tagged(dir: &Path, tag: &str, args: &[&str]) -> (Ran, f64) {
     let mut cmd = Command::new(runner_bin());
     cmd.args(args).env("RUNNER_E2E_TAG", tag);
     let started = Instant::now();

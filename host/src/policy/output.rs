@@ -26,9 +26,12 @@ pub(crate) struct OutputDir {
 }
 
 impl OutputDir {
-    /// Opens `path`, creating it if needed.
+    /// Opens `path`, creating it if needed, and checks that a file can be
+    /// created in it, so that a read-only directory is found before the run
+    /// rather than at the reporter's first write.
     pub(crate) fn open(path: &Path) -> io::Result<OutputDir> {
         std::fs::create_dir_all(path)?;
+        tempfile::tempfile_in(path)?;
         Ok(OutputDir {
             dir: Dir::open_ambient_dir(path, ambient_authority())?,
             path: path.to_owned(),

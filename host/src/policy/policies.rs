@@ -144,32 +144,43 @@ impl Policies {
 
     /// Opens each reporter's output directory: the default reporter's is the
     /// JUnit XML file's directory (default `state_dir`), any other's is
-    /// `<state_dir>/reports/<name>`.
-    pub fn open_outputs(
-        &mut self,
+    /// `<state_dir>/reports/<name>`. A reporter whose directory can't be
+    /// opened (a read-only project) is dropped from the run; the errors say
+    /// which directory and why, for the caller to show.
+    pub fn open_outputs(&mut self, state_dir: &Path, junitxml: Option<&Path>) -> Vec<PolicyError> {
+        let mut errors = Vec::new();
+        for r in &mut self.reporters {
+            if let Err(error) = Self::open_output(r, state_dir, junitxml) {
+                r.failed = true;
+                errors.push(error);
+            }
+        }
+        errors
+    }
+
+    fn open_output(
+        r: &mut Slotted<Reporter>,
         state_dir: &Path,
         junitxml: Option<&Path>,
     ) -> Result<(), PolicyError> {
-        for r in &mut self.reporters {
-            let dir = if r.name == "builtin:reporter" {
-                match junitxml {
-                    Some(path) => match (path.parent(), path.file_name()) {
-                        // `report.xml` has the empty parent: the current directory.
-                        (Some(p), Some(_)) if p.as_os_str().is_empty() => PathBuf::from("."),
-                        (Some(p), Some(_)) => p.to_owned(),
-                        _ => return Err(PolicyError::JunitPath(path.to_owned())),
-                    },
-                    None => state_dir.to_owned(),
-                }
-            } else {
-                state_dir.join("reports").join(&r.name)
-            };
-            let output = OutputDir::open(&dir).map_err(|source| PolicyError::OutputDir {
-                path: dir.clone(),
-                source,
-            })?;
-            r.policy.set_output(output);
-        }
+        let dir = if r.name == "builtin:reporter" {
+            match junitxml {
+                Some(path) => match (path.parent(), path.file_name()) {
+                    // `report.xml` has the empty parent: the current directory.
+                    (Some(p), Some(_)) if p.as_os_str().is_empty() => PathBuf::from("."),
+                    (Some(p), Some(_)) => p.to_owned(),
+                    _ => return Err(PolicyError::JunitPath(path.to_owned())),
+                },
+                None => state_dir.to_owned(),
+            }
+        } else {
+            state_dir.join("reports").join(&r.name)
+        };
+        let output = OutputDir::open(&dir).map_err(|source| PolicyError::OutputDir {
+            path: dir.clone(),
+            source,
+        })?;
+        r.policy.set_output(output);
         Ok(())
     }
 

@@ -1,0 +1,225 @@
+//! Faults of runner's own surroundings: a reader that closes runner's
+//! output, a bug in runner (an injected panic), a collection that never
+//! ends, a state directory runner can't write. Each run must end by itself
+//! within a bound, say what happened, keep what finished, and leave no
+//! process behind.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::supervision::{assert_no_leftovers, runner_tagged, tag};
+use crate::support::{copy_fixture, read_log, runner_bin};
+
+/// Waits for `child` at most `limit`; kills it and fails if it is still there.
+fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("runner did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `runner ARGS 2>&1 | head -1` (or `| head -1` with stderr kept when
+/// `both` is false): returns the exit status and, with `both` false, what
+/// runner wrote to stderr.
+fn closed_after_first_line(
+    dir: &Path,
+    tag: &str,
+    args: &[&str],
+    both: bool,
+) -> (std::process::ExitStatus, String, Duration) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut cmd = Command::new(runner_bin());
+    cmd.args(args)
+        .current_dir(dir)
+        .env("RUNNER_E2E_TAG", tag)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().unwrap());
+    let stderr_file = tempfile::NamedTempFile::new().unwrap();
+    if both {
+        cmd.stderr(writer);
+    } else {
+        drop(writer);
+        cmd.stderr(stderr_file.reopen().unwrap());
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd); // the parent's copies of the pipe's write end
+    let mut first = String::new();
+    BufReader::new(reader).read_line(&mut first).unwrap();
+    // The reader is dropped here: runner's next writes find the pipe closed.
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
+    let stderr = std::fs::read_to_string(stderr_file.path()).unwrap();
+    (status, stderr, started.elapsed())
+}
+
+#[test]
+fn a_closed_pipe_ends_the_run_quietly_and_takes_every_process() {
+    let project = copy_fixture("many");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    // 300 tests of 10 ms on one worker: ~3 s, far longer than the reader.
+    let args = ["-v", "-n", "1", "--run-log", log.to_str().unwrap()];
+    let (status, _, elapsed) = closed_after_first_line(&project.dir, &tag, &args, true);
+    assert_eq!(status.code(), Some(2), "stopped as on SIGTERM: {status:?}");
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    assert_no_leftovers(&tag);
+    // What finished is kept and the log is closed.
+    let (results, lines) = read_log(&log);
+    assert!(
+        results.len() < 300,
+        "the run stopped early: {} results",
+        results.len()
+    );
+    assert_eq!(lines.last().unwrap()["type"], "run-finished");
+}
+
+#[test]
+fn a_closed_stdout_alone_never_panics() {
+    let project = copy_fixture("all_pass");
+    let tag = tag();
+    // Only stdout is closed; the test lines of -v go to stderr, the report
+    // to stdout, which is gone by the end.
+    let (status, stderr, _) =
+        closed_after_first_line(&project.dir, &tag, &["-v", "-n", "2"], false);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        matches!(status.code(), Some(0) | Some(2)),
+        "a clean exit, not a crash: {status:?}\n{stderr}"
+    );
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn a_panic_of_runner_exits_3_asks_for_a_report_and_leaves_nothing() {
+    let project = copy_fixture("slow");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let mut cmd = Command::new(runner_bin());
+    cmd.args(["-n", "2", "--run-log", log.to_str().unwrap()])
+        .env("RUNNER_E2E_TAG", &tag)
+        .env("RUNNER_INJECT_PANIC", "result");
+    let started = Instant::now();
+    let ran = crate::support::run(cmd, &project.dir);
+    ran.assert_code(3);
+    assert!(
+        ran.stderr.contains("runner crashed (a bug in runner")
+            && ran.stderr.contains("please report"),
+        "{}",
+        ran.describe()
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The panic came mid-run, with the other worker's test in flight.
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn the_global_timeout_covers_a_collection_that_never_ends() {
+    let project = copy_fixture("collect_forever");
+    let tag = tag();
+    let (ran, elapsed) = runner_tagged(&project.dir, &tag, &["--global-timeout", "2"]);
+    ran.assert_code(2);
+    assert!(
+        ran.stderr
+            .contains("global timeout of 2s was reached during collection"),
+        "{}",
+        ran.describe()
+    );
+    assert!(elapsed < 10.0, "took {elapsed:.1}s");
+    assert_no_leftovers(&tag);
+}
+
+/// Makes `.runner` unusable: immutable if the machine allows it (root
+/// without CAP_LINUX_IMMUTABLE does not), else a plain file in its place.
+struct UnwritableState {
+    path: std::path::PathBuf,
+    immutable: bool,
+}
+
+impl UnwritableState {
+    fn new(project: &Path) -> UnwritableState {
+        let path = project.join(".runner");
+        std::fs::create_dir_all(&path).unwrap();
+        let immutable = Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success())
+            && std::fs::write(path.join("probe"), b"x").is_err();
+        if !immutable {
+            let _ = Command::new("chattr").arg("-i").arg(&path).status();
+            std::fs::remove_dir_all(&path).unwrap();
+            std::fs::write(&path, b"not a directory").unwrap();
+        }
+        UnwritableState { path, immutable }
+    }
+}
+
+impl Drop for UnwritableState {
+    fn drop(&mut self) {
+        if self.immutable {
+            let _ = Command::new("chattr").arg("-i").arg(&self.path).status();
+        }
+    }
+}
+
+#[test]
+fn an_unwritable_state_dir_is_named_and_the_tests_still_run() {
+    for variant in ["default", "not a directory"] {
+        let project = copy_fixture("all_pass");
+        let state = if variant == "default" {
+            UnwritableState::new(&project.dir)
+        } else {
+            let path = project.dir.join(".runner");
+            std::fs::write(&path, b"not a directory").unwrap();
+            UnwritableState {
+                path,
+                immutable: false,
+            }
+        };
+        let tag = tag();
+        let (ran, _) = runner_tagged(&project.dir, &tag, &["-n", "2"]);
+        ran.assert_code(0);
+        assert!(ran.stdout.contains("8 passed"), "{}", ran.describe());
+        let shown = state.path.display().to_string();
+        assert!(
+            ran.stderr.contains(&shown),
+            "the warning names {shown} ({variant})\n{}",
+            ran.describe()
+        );
+        assert_no_leftovers(&tag);
+    }
+}
+
+#[test]
+fn an_untrusted_run_says_so_once_and_its_closing_line_is_red() {
+    let project = copy_fixture("untrusted");
+    let mut cmd = Command::new(runner_bin());
+    cmd.args(["-n", "1"]).env("CLICOLOR_FORCE", "1");
+    let ran = crate::support::run(cmd, &project.dir);
+    ran.assert_code(1);
+    let all = ran.combined();
+    assert_eq!(
+        all.matches("can't be trusted").count(),
+        1,
+        "one message\n{}",
+        ran.describe()
+    );
+    let closing = ran
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(" in ") && l.contains("passed"))
+        .unwrap_or_else(|| panic!("a closing line\n{}", ran.describe()));
+    assert!(closing.contains("\x1b[31m"), "red: {closing:?}");
+    assert!(!closing.contains("\x1b[32m"), "never green: {closing:?}");
+}
