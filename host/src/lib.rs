@@ -14,6 +14,7 @@ pub mod pool;
 pub mod python;
 pub mod recorder;
 pub mod run;
+pub mod run_log;
 pub mod state;
 pub mod summary;
 pub mod ui;

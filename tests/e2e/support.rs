@@ -308,14 +308,17 @@ pub struct Logged {
     pub longrepr: String,
 }
 
-/// A run log's `result` lines by test id, and every line in order.
+/// A run log's `result` lines by test id, and every line in order. Every
+/// line must also be one runner's own reader reads (`runner::run_log`).
 pub fn read_log(path: &Path) -> (HashMap<String, Logged>, Vec<serde_json::Value>) {
+    let typed = runner::run_log::read(path).unwrap_or_else(|e| panic!("{e}"));
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("no run log at {}: {e}", path.display()));
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
+    assert_eq!(typed.lines.len(), lines.len(), "{}", path.display());
     let results = lines
         .iter()
         .filter(|l| l["type"] == "result")
