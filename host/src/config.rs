@@ -21,6 +21,10 @@
 //! [policy.by-file]             # --policy-opt by-file.max-batch=10
 //! max-batch = 10
 //! ```
+//!
+//! Values have the command line's bounds (durations in (0, 1e9] seconds,
+//! at least one worker, 1 to 4096 MiB of policy memory); anything else is
+//! refused with the key and, from the TOML text, its line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
