@@ -120,13 +120,12 @@ fn policy_opt(text: &str) -> Result<PolicyOption, String> {
     parsed.ok_or_else(|| format!("expected NAME.KEY=VALUE, got {text:?}"))
 }
 
+/// Seconds, in the range the config file accepts too.
 fn positive_secs(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(secs),
-        _ => Err(format!(
-            "expected a positive number of seconds, got {text:?}"
-        )),
-    }
+    let secs = text
+        .parse::<f64>()
+        .map_err(|_| format!("expected a positive number of seconds, got {text:?}"))?;
+    crate::config::check_secs(secs)
 }
 
 impl Cli {

@@ -21,32 +21,123 @@
 //! [policy.by-file]             # --policy-opt by-file.max-batch=10
 //! max-batch = 10
 //! ```
+//!
+//! Values have the command line's bounds (durations in (0, 1e9] seconds,
+//! at least one worker, 1 to 4096 MiB of policy memory); anything else is
+//! refused with the key and, from the TOML text, its line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
 use crate::policy::PolicyOption;
 
-/// The file's contents, as written.
+/// The longest duration runner accepts, in seconds (about 31 years): far
+/// beyond any run, and far from where clock arithmetic overflows.
+pub const MAX_SECS: f64 = 1e9;
+/// The bounds of `workers` and of `policy-memory-mib`, as on the command line.
+pub const MIN_WORKERS: u32 = 1;
+pub const POLICY_MEMORY_MIB: std::ops::RangeInclusive<u32> = 1..=4096;
+
+/// A duration the user gave, in seconds: positive and at most `MAX_SECS`
+/// (so neither zero, negative, NaN nor infinite).
+pub fn check_secs(secs: f64) -> Result<f64, String> {
+    if secs > 0.0 && secs <= MAX_SECS {
+        Ok(secs)
+    } else {
+        Err(format!(
+            "expected a positive number of seconds, at most {MAX_SECS:e}, got {secs:?}"
+        ))
+    }
+}
+
+/// The file's contents, as written; values out of range are refused while
+/// reading, with the key and (for TOML text) the line.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FileConfig {
+    #[serde(default, deserialize_with = "workers")]
     pub workers: Option<u32>,
+    #[serde(default, deserialize_with = "secs")]
     pub timeout: Option<f64>,
+    #[serde(default, deserialize_with = "secs")]
     pub slow: Option<f64>,
+    #[serde(default, deserialize_with = "secs")]
     pub global_timeout: Option<f64>,
     pub max_worker_restart: Option<u32>,
     pub junitxml: Option<PathBuf>,
     #[serde(default)]
     pub policies: Vec<PathBuf>,
     pub plugins_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "policy_memory")]
     pub policy_memory_mib: Option<u32>,
+    #[serde(default, deserialize_with = "secs")]
     pub policy_deadline: Option<f64>,
     /// Options per plugin name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "policy_tables")]
     pub policy: BTreeMap<String, BTreeMap<String, toml::Value>>,
+}
+
+fn secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    let secs = f64::deserialize(deserializer)?;
+    check_secs(secs).map(Some).map_err(D::Error::custom)
+}
+
+fn workers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    match u32::deserialize(deserializer)? {
+        n if n >= MIN_WORKERS => Ok(Some(n)),
+        n => Err(D::Error::custom(format!(
+            "expected at least {MIN_WORKERS} worker, got {n}"
+        ))),
+    }
+}
+
+fn policy_memory<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    match u32::deserialize(deserializer)? {
+        mib if POLICY_MEMORY_MIB.contains(&mib) => Ok(Some(mib)),
+        mib => Err(D::Error::custom(format!(
+            "expected {} to {} MiB, got {mib}",
+            POLICY_MEMORY_MIB.start(),
+            POLICY_MEMORY_MIB.end()
+        ))),
+    }
+}
+
+/// `[policy.NAME]` tables; anything else under `policy` is refused with a
+/// message that shows the expected shape. Read as TOML values first, since
+/// TOML's deserializer hands a datetime to a map visitor as a map.
+fn policy_tables<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, BTreeMap<String, toml::Value>>, D::Error> {
+    let toml::Value::Table(policies) = toml::Value::deserialize(deserializer)? else {
+        return Err(D::Error::custom(
+            "expected tables of options per policy: [policy.NAME], then KEY = VALUE lines",
+        ));
+    };
+    policies
+        .into_iter()
+        .map(|(name, options)| match options {
+            toml::Value::Table(options) => Ok((name, options.into_iter().collect())),
+            other => Err(D::Error::custom(format!(
+                "policy.{name}: expected a table of options ([policy.{name}], then KEY = VALUE lines), got a {}",
+                other.type_str()
+            ))),
+        })
+        .collect()
+}
+
+/// pyproject.toml, of which runner reads only `[tool.runner]`.
+#[derive(Deserialize)]
+struct Pyproject {
+    #[serde(default)]
+    tool: Tools,
+}
+
+#[derive(Default, Deserialize)]
+struct Tools {
+    runner: Option<FileConfig>,
 }
 
 /// The config found for the current directory.
@@ -57,6 +148,28 @@ pub struct ProjectConfig {
     /// The file read, if any.
     pub file: Option<PathBuf>,
     pub values: FileConfig,
+}
+
+/// Which file the config comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// `runner.toml`: the whole file.
+    RunnerToml,
+    /// `pyproject.toml`: its `[tool.runner]` table, if any.
+    Pyproject,
+}
+
+/// The config in a file's bytes. Any input gives the values or a message
+/// that says what is wrong and where (TOML's line and column).
+pub fn parse(bytes: &[u8], kind: FileKind) -> Result<FileConfig, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))?;
+    let values = match kind {
+        FileKind::RunnerToml => toml::from_str(text),
+        FileKind::Pyproject => {
+            toml::from_str::<Pyproject>(text).map(|p| p.tool.runner.unwrap_or_default())
+        }
+    };
+    values.map_err(|e| e.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +185,11 @@ impl ProjectConfig {
         for dir in cwd.ancestors() {
             let runner_toml = dir.join("runner.toml");
             if runner_toml.is_file() {
-                return Self::read(dir, runner_toml, None);
+                return Self::read(dir, runner_toml, FileKind::RunnerToml);
             }
             let pyproject = dir.join("pyproject.toml");
             if pyproject.is_file() {
-                return Self::read(dir, pyproject, Some("runner"));
+                return Self::read(dir, pyproject, FileKind::Pyproject);
             }
         }
         Ok(ProjectConfig {
@@ -85,29 +198,19 @@ impl ProjectConfig {
         })
     }
 
-    /// Reads `path`; for pyproject.toml, only its `[tool.<table>]`.
-    fn read(dir: &Path, path: PathBuf, table: Option<&str>) -> Result<ProjectConfig, ConfigError> {
-        let error = |message: String| ConfigError {
-            path: path.clone(),
-            message,
-        };
-        let text = std::fs::read_to_string(&path).map_err(|e| error(e.to_string()))?;
-        let values = match table {
-            None => toml::from_str(&text).map_err(|e| error(e.to_string()))?,
-            Some(table) => {
-                let doc: toml::Table = toml::from_str(&text).map_err(|e| error(e.to_string()))?;
-                match doc.get("tool").and_then(|t| t.get(table)) {
-                    Some(section) => FileConfig::deserialize(section.clone())
-                        .map_err(|e| error(format!("[tool.{table}]: {e}")))?,
-                    None => FileConfig::default(),
-                }
-            }
-        };
-        Ok(ProjectConfig {
-            project_dir: dir.to_owned(),
-            file: Some(path),
-            values,
-        })
+    /// Reads `path`: runner.toml, or `[tool.runner]` of pyproject.toml.
+    fn read(dir: &Path, path: PathBuf, kind: FileKind) -> Result<ProjectConfig, ConfigError> {
+        let parsed = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| parse(&bytes, kind));
+        match parsed {
+            Ok(values) => Ok(ProjectConfig {
+                project_dir: dir.to_owned(),
+                file: Some(path),
+                values,
+            }),
+            Err(message) => Err(ConfigError { path, message }),
+        }
     }
 
     /// A path from the file, relative to the project directory.
@@ -196,6 +299,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `wrokers`"), "{err}");
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_with_their_line() {
+        for text in [
+            "timeout = -1",
+            "slow = nan",
+            "global-timeout = inf",
+            "policy-deadline = 0.0",
+            "timeout = 1e10",
+            "workers = 0",
+            "policy-memory-mib = 4097",
+            "policy = 3",
+            "[policy]\nx = 1979-05-27",
+        ] {
+            let err = parse(text.as_bytes(), FileKind::RunnerToml).unwrap_err();
+            assert!(err.contains("line "), "{text}: {err}");
+        }
+        let ok = parse(b"timeout = 30\nslow = 0.5\n", FileKind::RunnerToml).unwrap();
+        assert_eq!((ok.timeout, ok.slow), (Some(30.0), Some(0.5)));
     }
 
     #[test]

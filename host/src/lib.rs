@@ -15,6 +15,7 @@ pub mod pool;
 pub mod python;
 pub mod recorder;
 pub mod run;
+pub mod run_log;
 pub mod state;
 pub mod stdio;
 pub mod summary;
@@ -84,7 +85,9 @@ pub fn main_impl() -> i32 {
             };
         }
     };
-    let python = match python::find_python(cli.python.as_deref()) {
+    let python = match python::find_python(cli.python.as_deref(), &mut |warning| {
+        eprintln!("warning: {warning}")
+    }) {
         Ok(python) => python,
         Err(error) => {
             crate::errln!("error: {error}");
@@ -146,10 +149,8 @@ fn policy_config(
     let mut options = project.policy_options().map_err(|e| e.to_string())?;
     options.extend(args.policy_opts.iter().cloned());
     let defaults = SandboxLimits::default();
+    // Both sources are checked where they are read (cli, config).
     let deadline = args.policy_deadline.or(file.policy_deadline);
-    if deadline.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
-        return Err("policy-deadline must be a positive number of seconds".into());
-    }
     Ok(PolicyConfig {
         policies,
         plugins_dir: Some(plugins_dir),

@@ -18,7 +18,7 @@ pub struct TestCase {
     /// The `xdist_group` marker's name, if any.
     pub group: Option<String>,
     /// Seconds from the test's `timeout` marker, if any.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::wire::timeout_secs")]
     pub timeout: Option<f64>,
 }
 

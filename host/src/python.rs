@@ -13,8 +13,14 @@ pub enum PythonError {
     NotFound,
 }
 
-/// `--python`, then the active virtualenv, then `python3` on PATH.
-pub fn find_python(explicit: Option<&Path>) -> Result<PathBuf, PythonError> {
+/// `--python`, then the active virtualenv, then `python3` on PATH. A
+/// `VIRTUAL_ENV` without a Python is reported through `warn` with the Python
+/// used instead: it usually means a deleted or moved virtualenv is still
+/// activated, and pytest would otherwise run against other packages unnoticed.
+pub fn find_python(
+    explicit: Option<&Path>,
+    warn: &mut dyn FnMut(String),
+) -> Result<PathBuf, PythonError> {
     if let Some(path) = explicit {
         // A bare name ("python3.12") is looked up on PATH like a shell would.
         if path.components().count() == 1 && !path.exists() {
@@ -26,13 +32,35 @@ pub fn find_python(explicit: Option<&Path>) -> Result<PathBuf, PythonError> {
             Err(PythonError::Missing(path.into()))
         };
     }
-    if let Some(venv) = env::var_os("VIRTUAL_ENV") {
-        let candidate = Path::new(&venv).join("bin").join("python");
-        if candidate.exists() {
-            return Ok(candidate);
+    // An empty VIRTUAL_ENV is unset, not the current directory.
+    let venv = env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty());
+    let ignored = match venv {
+        Some(venv) => {
+            let venv = PathBuf::from(venv);
+            let candidate = venv.join("bin").join("python");
+            if is_executable(&candidate) {
+                return Ok(candidate);
+            }
+            let why = if venv.is_dir() {
+                format!("it has no Python at {}", candidate.display())
+            } else {
+                "that directory does not exist".to_string()
+            };
+            Some(format!("VIRTUAL_ENV is {}, but {why}", venv.display()))
         }
+        None => None,
+    };
+    let found = search_path("python3".as_ref());
+    if let Some(ignored) = ignored {
+        let instead = match &found {
+            Some(python) => format!("using {} from PATH instead", python.display()),
+            None => "and there is no python3 on PATH".to_string(),
+        };
+        warn(format!(
+            "{ignored}; ignoring it and {instead} (deactivate the virtualenv or pass --python)"
+        ));
     }
-    search_path("python3".as_ref()).ok_or(PythonError::NotFound)
+    found.ok_or(PythonError::NotFound)
 }
 
 fn search_path(name: &std::ffi::OsStr) -> Option<PathBuf> {
@@ -55,18 +83,18 @@ mod tests {
     fn explicit_paths_must_exist() {
         let missing = Path::new("/definitely/not/python");
         assert!(matches!(
-            find_python(Some(missing)),
+            find_python(Some(missing), &mut |_| {}),
             Err(PythonError::Missing(_))
         ));
         assert!(matches!(
-            find_python(Some(Path::new("no-such-python-name"))),
+            find_python(Some(Path::new("no-such-python-name")), &mut |_| {}),
             Err(PythonError::Missing(_))
         ));
     }
 
     #[test]
     fn bare_names_are_looked_up_on_path() {
-        let found = find_python(Some(Path::new("sh"))).expect("sh is on PATH");
+        let found = find_python(Some(Path::new("sh")), &mut |_| {}).expect("sh is on PATH");
         assert!(found.is_absolute(), "{found:?}");
     }
 }

@@ -4,11 +4,10 @@
 
 use std::time::Instant;
 
-use serde_json::json;
-
 use crate::model::{RunEvent, TestResult};
 use crate::outcome::test_result;
 use crate::policy::Policies;
+use crate::run_log::LogLine;
 use crate::state::{History, RunLog};
 use crate::summary::Stats;
 use crate::ui::{Problem, Summary, Terminal, Verbosity};
@@ -79,7 +78,7 @@ impl Recorder {
         self.interrupted = Some(reason);
     }
 
-    fn log(&mut self, line: serde_json::Value) {
+    fn log(&mut self, line: LogLine) {
         if let Err(error) = self.log.write(&line) {
             let message = format!("could not write the run log: {error}");
             if !self.notes.contains(&message) {
@@ -99,17 +98,17 @@ impl Recorder {
         self.stats.add("error", errors.len() as u32);
         self.collect_errors = errors.to_vec();
         let collected_after = self.started.elapsed().as_secs_f64();
-        self.log(json!({
-            "type": "run-started",
-            "tests": tests,
-            "workers": workers,
-            "deselected": deselected,
-            "collected_after_secs": collected_after,
-        }));
+        self.log(LogLine::RunStarted {
+            tests: tests as u64,
+            workers,
+            deselected,
+            collected_after_secs: collected_after,
+        });
         for error in errors {
-            self.log(
-                json!({"type": "collection-error", "id": error.id, "longrepr": error.longrepr}),
-            );
+            self.log(LogLine::CollectionError {
+                id: error.id.clone(),
+                longrepr: error.longrepr.clone(),
+            });
         }
         let event = RunEvent::RunStarted {
             tests: tests as u32,
@@ -123,7 +122,10 @@ impl Recorder {
     pub fn deselected_by_scheduler(&mut self, deselected: &[(String, String)]) {
         let mut reasons: Vec<(&str, usize)> = Vec::new();
         for (id, reason) in deselected {
-            self.log(json!({"type": "deselected", "id": id, "reason": reason}));
+            self.log(LogLine::Deselected {
+                id: id.clone(),
+                reason: reason.clone(),
+            });
             if self.terminal.verbosity() == Verbosity::Verbose {
                 self.terminal
                     .header(&format!("deselected by the scheduler: {id} ({reason})"));
@@ -160,17 +162,15 @@ impl Recorder {
     ) -> TestResult {
         let result = test_result(id, worker, &reports);
         injected_panic();
-        self.log(json!({
-            "type": "result",
-            "id": result.id,
-            "outcome": result.outcome,
-            "phases": result.phases,
-            "duration_secs": result.duration_secs,
-            "worker": result.worker,
-            "longrepr": result.longrepr,
-            // When runner received it, seconds since the run started.
-            "at_secs": self.started.elapsed().as_secs_f64(),
-        }));
+        self.log(LogLine::Result {
+            id: result.id.clone(),
+            outcome: result.outcome,
+            phases: result.phases.clone(),
+            duration_secs: result.duration_secs,
+            worker: result.worker.clone(),
+            longrepr: result.longrepr.clone(),
+            at_secs: self.started.elapsed().as_secs_f64(),
+        });
         self.history.record(&result);
         if let Some(failed) = last_failed_state(&reports) {
             self.last_failed.push((id.to_string(), failed));
@@ -202,7 +202,7 @@ impl Recorder {
     /// the summary.
     pub fn not_run(&mut self, ids: &[String]) {
         for id in ids {
-            self.log(json!({"type": "not-run", "id": id}));
+            self.log(LogLine::NotRun { id: id.clone() });
         }
         self.closing_note(format!("{} planned tests did not run", ids.len()));
     }
@@ -240,7 +240,10 @@ impl Recorder {
                 "quarantine policy failed, no quarantine changes this run: {error}"
             )),
         }
-        self.log(json!({"type": "run-finished", "exit_code": exit_code, "duration_secs": elapsed.as_secs_f64()}));
+        self.log(LogLine::RunFinished {
+            exit_code,
+            duration_secs: elapsed.as_secs_f64(),
+        });
         if let Err(error) = self.history.save() {
             let path = self.history.path().display();
             self.note(format!(

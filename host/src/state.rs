@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Outcome, TestHistory, TestResult};
+use crate::run_log::LogLine;
 
 /// How many recent outcomes and durations are kept per test.
 const HISTORY_DEPTH: usize = 10;
@@ -161,7 +162,7 @@ impl RunLog {
         RunLog { writers }
     }
 
-    pub fn write(&mut self, line: &serde_json::Value) -> std::io::Result<()> {
+    pub fn write(&mut self, line: &LogLine) -> std::io::Result<()> {
         let mut bytes = serde_json::to_vec(line)?;
         bytes.push(b'\n');
         for writer in &mut self.writers {
@@ -246,8 +247,7 @@ mod tests {
         for i in 0..(KEPT_RUN_LOGS + 5) {
             let mut log =
                 RunLog::create(dir.path(), &format!("{i:04}"), None, &mut |w| panic!("{w}"));
-            log.write(&serde_json::json!({"type": "run-started"}))
-                .unwrap();
+            log.write(&LogLine::NotRun { id: "t".into() }).unwrap();
         }
         let count = fs::read_dir(dir.path().join("runs")).unwrap().count();
         assert_eq!(count, KEPT_RUN_LOGS);

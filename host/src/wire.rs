@@ -1,11 +1,22 @@
 //! The protocol between the host and the Python side (zygote and workers):
 //! frames of a 4-byte big-endian length and a UTF-8 JSON object, decoded
-//! into typed messages. A malformed or oversized frame is an error for that
-//! peer, never a crash of the host. The Python end is `host/python/_runner_shim.py`.
+//! into typed messages. A message's first key, `t`, names it; the others
+//! are its fields. A malformed, truncated or oversized frame is an error for
+//! that peer, never a crash of the host, and decoding a frame costs memory in
+//! proportion to the bytes received, whatever its header claims. The Python
+//! end is `host/python/_runner_shim.py`.
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{
+    self, DeserializeSeed, EnumAccess, IgnoredAny, IntoDeserializer, MapAccess, VariantAccess,
+    Visitor,
+};
+use serde::{Deserialize, Deserializer, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::config::MAX_SECS;
 use crate::model::TestCase;
 
 /// Frames above this size are refused (the shim enforces the same bound and
@@ -18,13 +29,16 @@ pub enum WireError {
     Io(#[from] std::io::Error),
     #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
     TooLarge(usize),
+    #[error("connection closed in the middle of a frame ({got} of {expected} bytes)")]
+    Truncated { expected: usize, got: usize },
     #[error("malformed message: {0}")]
     Malformed(#[from] serde_json::Error),
 }
 
-/// Messages from the Python side.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
+/// Messages from the Python side. On the wire each is one JSON object,
+/// `{"t": "<variant in snake_case>", <fields>...}`; see [`decode`].
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
 pub enum Inbound {
     Hello {
         role: Role,
@@ -68,7 +82,7 @@ pub enum Role {
     Evidence,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 pub struct Collected {
     pub rootdir: String,
     /// Versions, for the header line.
@@ -86,11 +100,11 @@ pub struct Collected {
     #[serde(default)]
     pub maxfail: u32,
     /// The `runner_timeout` ini option, seconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "timeout_secs")]
     pub timeout: Option<f64>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 pub struct CollectError {
     pub id: String,
     pub longrepr: String,
@@ -100,7 +114,7 @@ pub struct CollectError {
 
 /// A warning pytest recorded (`pytest_warning_recorded`), formatted as
 /// pytest's warnings summary shows it.
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 pub struct WarningRecord {
     /// The test it was raised in; empty during configuration or collection.
     pub nodeid: String,
@@ -108,7 +122,7 @@ pub struct WarningRecord {
 }
 
 /// One pytest `TestReport` (setup, call or teardown), as the worker saw it.
-#[derive(Debug, Deserialize, Serialize, Clone)]
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
 pub struct PhaseReport {
     pub when: String,
     pub outcome: String,
@@ -134,7 +148,7 @@ pub struct PhaseReport {
     pub skip: Option<SkipLocation>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Clone)]
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
 pub struct SkipLocation {
     pub path: String,
     pub line: Option<u32>,
@@ -163,22 +177,145 @@ pub enum Outbound<'a> {
     },
 }
 
+/// A timeout from pytest's side (the `timeout` marker, the `runner_timeout`
+/// ini option) that could never fire is no timeout: zero or negative (as
+/// pytest-timeout reads it), or longer than runner measures (`MAX_SECS`).
+pub(crate) fn timeout_secs<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<f64>, D::Error> {
+    let secs = Option::<f64>::deserialize(deserializer)?;
+    Ok(secs.filter(|secs| *secs > 0.0 && *secs <= MAX_SECS))
+}
+
+/// The first bytes of a frame's body read before any more is allocated.
+const FIRST_READ: usize = 64 * 1024;
+
+/// The next message; `None` when the peer closed the connection between
+/// two frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
 ) -> Result<Option<Inbound>, WireError> {
     let mut header = [0u8; 4];
-    match reader.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    let mut got = 0;
+    while got < header.len() {
+        match reader.read(&mut header[got..]).await? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(WireError::Truncated { expected: 4, got }),
+            n => got += n,
+        }
     }
     let size = u32::from_be_bytes(header) as usize;
     if size > MAX_FRAME {
         return Err(WireError::TooLarge(size));
     }
-    let mut body = vec![0u8; size];
-    reader.read_exact(&mut body).await?;
-    Ok(Some(serde_json::from_slice(&body)?))
+    // The buffer grows with what arrives, not with what the header claims.
+    let mut body = Vec::with_capacity(size.min(FIRST_READ));
+    (&mut *reader)
+        .take(size as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() < size {
+        return Err(WireError::Truncated {
+            expected: size,
+            got: body.len(),
+        });
+    }
+    decode(&body).map(Some)
+}
+
+/// Decodes one frame's body. The fields are read straight into the message
+/// named by the first key, `t`: serde's internally tagged enums would first
+/// copy the whole message into a tree of its own, which took up to 36 times
+/// the frame's size in memory.
+pub fn decode(body: &[u8]) -> Result<Inbound, WireError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let message = (&mut json).deserialize_map(MessageVisitor)?;
+    json.end()?;
+    Ok(message)
+}
+
+struct MessageVisitor;
+
+impl<'de> Visitor<'de> for MessageVisitor {
+    type Value = Inbound;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a message: an object whose first key is `t`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Inbound, A::Error> {
+        if map.next_key::<String>()?.as_deref() != Some("t") {
+            return Err(de::Error::custom(
+                "the message type `t` must be the first key",
+            ));
+        }
+        let tag: String = map.next_value()?;
+        Inbound::deserialize(Tagged { tag, map })
+    }
+}
+
+/// The rest of a message's object, presented to `Inbound`'s derived
+/// (externally tagged) `Deserialize` as the variant named `tag`.
+struct Tagged<A> {
+    tag: String,
+    map: A,
+}
+
+impl<'de, A: MapAccess<'de>> Deserializer<'de> for Tagged<A> {
+    type Error = A::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, A::Error> {
+        visitor.visit_enum(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+impl<'de, A: MapAccess<'de>> EnumAccess<'de> for Tagged<A> {
+    type Error = A::Error;
+    type Variant = Fields<A>;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Fields<A>), A::Error> {
+        let variant = seed.deserialize(self.tag.into_deserializer())?;
+        Ok((variant, Fields(self.map)))
+    }
+}
+
+/// A message's fields: the keys after `t`.
+struct Fields<A>(A);
+
+impl<'de, A: MapAccess<'de>> VariantAccess<'de> for Fields<A> {
+    type Error = A::Error;
+
+    fn unit_variant(mut self) -> Result<(), A::Error> {
+        // Keys a message without fields does not know are ignored, as a
+        // struct ignores them.
+        while self.0.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(())
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+        seed.deserialize(MapAccessDeserializer::new(self.0))
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, A::Error> {
+        visitor.visit_map(self.0)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        visitor.visit_map(self.0)
+    }
 }
 
 pub async fn write_frame<W: AsyncWrite + Unpin>(
@@ -237,6 +374,34 @@ mod tests {
             read_frame(&mut unknown).await,
             Err(WireError::Malformed(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_frame_cut_short_is_an_error_not_an_end() {
+        // Inside the header, and inside a body whose header claims 64 MiB.
+        let mut cut_header = &[0u8, 0][..];
+        assert!(matches!(
+            read_frame(&mut cut_header).await,
+            Err(WireError::Truncated {
+                expected: 4,
+                got: 2
+            })
+        ));
+        let mut frame = (MAX_FRAME as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(b"{\"t\":");
+        assert!(matches!(
+            read_frame(&mut &frame[..]).await,
+            Err(WireError::Truncated { got: 5, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_type_comes_first_and_unknown_keys_are_ignored() {
+        let mut input = &framed(br#"{"t":"ready","extra":[1,{"a":null}]}"#)[..];
+        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Inbound::Ready));
+        let mut late = &framed(br#"{"id":"a","t":"started"}"#)[..];
+        let error = read_frame(&mut late).await.unwrap_err().to_string();
+        assert!(error.contains("`t` must be the first key"), "{error}");
     }
 
     #[tokio::test]

@@ -9,8 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::supervision::{assert_no_leftovers, runner_tagged, tag};
-use crate::support::{copy_fixture, read_log, runner_bin};
+use crate::support::{assert_no_leftovers, copy_fixture, read_log, runner_bin, runner_tagged, tag};
 
 /// Waits for `child` at most `limit`; kills it and fails if it is still there.
 fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {

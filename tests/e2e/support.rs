@@ -302,20 +302,88 @@ fn closing_line_parser() {
     assert_eq!(closing_line("tests/test_x.py::test_login in 3s"), None);
 }
 
+/// A tag in the environment of runner and everything it starts, to find
+/// leftovers afterwards.
+pub fn tag() -> String {
+    format!("runner-e2e-{}-{:?}", std::process::id(), Instant::now())
+}
+
+/// Processes (other than zombies) whose environment carries `tag`.
+pub fn leftovers(tag: &str) -> Vec<String> {
+    let needle = format!("RUNNER_E2E_TAG={tag}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes())
+        {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+        {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        found.push(format!(
+            "{pid}: {}",
+            String::from_utf8_lossy(&cmdline).replace('\0', " ")
+        ));
+    }
+    found
+}
+
+pub fn assert_no_leftovers(tag: &str) {
+    // Killed processes take a moment to disappear.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = leftovers(tag);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes left behind:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn runner_tagged(dir: &Path, tag: &str, args: &[&str]) -> (Ran, f64) {
+    let mut cmd = Command::new(runner_bin());
+    cmd.args(args).env("RUNNER_E2E_TAG", tag);
+    let started = Instant::now();
+    let ran = run(cmd, dir);
+    (ran, started.elapsed().as_secs_f64())
+}
+
 /// A run-log `result` line, reduced to what the assertions need.
 pub struct Logged {
     pub outcome: String,
     pub longrepr: String,
 }
 
-/// A run log's `result` lines by test id, and every line in order.
+/// A run log's `result` lines by test id, and every line in order. Every
+/// line must also be one runner's own reader reads (`runner::run_log`).
 pub fn read_log(path: &Path) -> (HashMap<String, Logged>, Vec<serde_json::Value>) {
+    let typed = runner::run_log::read(path).unwrap_or_else(|e| panic!("{e}"));
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("no run log at {}: {e}", path.display()));
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
+    assert_eq!(typed.lines.len(), lines.len(), "{}", path.display());
     let results = lines
         .iter()
         .filter(|l| l["type"] == "result")

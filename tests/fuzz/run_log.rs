@@ -1,0 +1,269 @@
+//! The run-log reader (`run_log::parse`) against logs written by runner's
+//! own writer (`state::RunLog`), then cut anywhere, with a line damaged, or
+//! replaced by arbitrary bytes.
+//!
+//! Properties: every complete line written is read back, equal; a log cut
+//! anywhere (a crash mid-write) reads as the lines before the cut, the last
+//! incomplete one flagged; a damaged line is an error naming its line
+//! number; nothing panics.
+
+use proptest::prelude::*;
+use runner::model::Outcome;
+use runner::run_log::{LogLine, RunLogError, parse};
+use runner::state::RunLog;
+
+use crate::{cases, text};
+
+/// Any f64: JSON cannot hold NaN or infinity, which are read back as NaN.
+fn number() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        4 => any::<f64>(),
+        1 => Just(f64::NAN),
+        1 => Just(f64::INFINITY),
+        1 => Just(-0.0),
+        2 => (0u32..100_000).prop_map(|ms| ms as f64 / 1000.0),
+    ]
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop::sample::select(vec![
+        Outcome::Passed,
+        Outcome::Failed,
+        Outcome::Skipped,
+        Outcome::Xfailed,
+        Outcome::Xpassed,
+        Outcome::Error,
+        Outcome::Hung,
+        Outcome::Crashed,
+    ])
+}
+
+fn line() -> impl Strategy<Value = LogLine> {
+    prop_oneof![
+        (any::<u64>(), any::<u32>(), any::<u32>(), number()).prop_map(
+            |(tests, workers, deselected, secs)| LogLine::RunStarted {
+                tests,
+                workers,
+                deselected,
+                collected_after_secs: secs,
+            }
+        ),
+        (text(), text()).prop_map(|(id, longrepr)| LogLine::CollectionError { id, longrepr }),
+        (
+            (
+                text(),
+                outcome(),
+                prop::collection::vec((text(), text()), 0..4)
+            ),
+            (number(), text(), text(), number()),
+        )
+            .prop_map(
+                |((id, outcome, phases), (duration_secs, worker, longrepr, at_secs))| {
+                    LogLine::Result {
+                        id,
+                        outcome,
+                        phases,
+                        duration_secs,
+                        worker,
+                        longrepr,
+                        at_secs,
+                    }
+                }
+            ),
+        text().prop_map(|id| LogLine::NotRun { id }),
+        (any::<i32>(), number()).prop_map(|(exit_code, duration_secs)| LogLine::RunFinished {
+            exit_code,
+            duration_secs,
+        }),
+    ]
+}
+
+/// The bytes runner's writer produces for these lines.
+fn written(lines: &[LogLine]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = RunLog::create(dir.path(), "run", None).unwrap();
+    for line in lines {
+        log.write(line).unwrap();
+    }
+    drop(log);
+    std::fs::read(dir.path().join("runs/run.jsonl")).unwrap()
+}
+
+/// Lines compared as written: NaN equal to NaN, infinities as NaN.
+fn same(read: &[LogLine], written: &[LogLine]) -> bool {
+    let show = |lines: &[LogLine]| {
+        format!("{lines:?}")
+            .replace("-inf", "NaN")
+            .replace("inf", "NaN")
+    };
+    show(read) == show(written)
+}
+
+/// Where each line ends (the offset just past its newline).
+fn line_ends(bytes: &[u8]) -> Vec<usize> {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(at, _)| at + 1)
+        .collect()
+}
+
+/// How a whole line is damaged; each leaves it never a valid log line.
+#[derive(Debug, Clone)]
+enum Damage {
+    /// The closing brace removed.
+    Unclosed,
+    /// A byte that is never valid UTF-8, anywhere in the line.
+    NotUtf8(usize),
+    /// An unknown line type.
+    UnknownType,
+    /// A field of the wrong type.
+    WrongType,
+    /// Arbitrary bytes that are not a JSON object.
+    Garbage(Vec<u8>),
+    /// An empty line.
+    Empty,
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        Just(Damage::Unclosed),
+        any::<usize>().prop_map(Damage::NotUtf8),
+        Just(Damage::UnknownType),
+        Just(Damage::WrongType),
+        prop::collection::vec(any::<u8>().prop_filter("one line", |b| *b != b'\n'), 0..64)
+            .prop_map(Damage::Garbage),
+        Just(Damage::Empty),
+    ]
+}
+
+fn damaged(line: &[u8], damage: &Damage) -> Vec<u8> {
+    match damage {
+        Damage::Unclosed => line[..line.len() - 1].to_vec(),
+        Damage::NotUtf8(at) => {
+            let mut line = line.to_vec();
+            let at = at % line.len();
+            line[at] = 0xff;
+            line
+        }
+        Damage::UnknownType => {
+            let text = String::from_utf8(line.to_vec()).unwrap();
+            let start = text.find(r#""type":""#).unwrap() + 8;
+            format!("{}launched-missiles{}", &text[..start], &text[start..]).into_bytes()
+        }
+        Damage::WrongType => {
+            let mut value: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let object = value.as_object_mut().unwrap();
+            let key = object.keys().find(|k| *k != "type").cloned();
+            match key {
+                Some(key) => object.insert(key, serde_json::json!({"x": [true]})),
+                None => object.insert("type".into(), serde_json::json!(7)),
+            };
+            serde_json::to_vec(&value).unwrap()
+        }
+        Damage::Garbage(bytes) => {
+            let mut bytes = bytes.clone();
+            // Never an object, so never a log line.
+            bytes.insert(0, b'!');
+            bytes
+        }
+        Damage::Empty => Vec::new(),
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    /// Every line the writer wrote is read back, equal, in order.
+    #[test]
+    fn every_line_written_is_read_back(lines in prop::collection::vec(line(), 0..8)) {
+        let bytes = written(&lines);
+        let log = parse(&bytes).unwrap();
+        prop_assert!(!log.incomplete_last_line);
+        prop_assert!(same(&log.lines, &lines), "read {:?}\nwrote {:?}", log.lines, lines);
+    }
+
+    /// A log cut anywhere reads as every line before the cut; a cut inside
+    /// a line is flagged, never an error.
+    #[test]
+    fn a_log_cut_anywhere_keeps_the_lines_before(
+        lines in prop::collection::vec(line(), 1..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let bytes = written(&lines);
+        let cut = cut.index(bytes.len() + 1);
+        let log = parse(&bytes[..cut]).unwrap();
+        let ends = line_ends(&bytes);
+        let whole = ends.iter().filter(|end| **end <= cut).count();
+        // Cut just before a newline: the line is all there but its newline.
+        let all_but_newline = ends.contains(&(cut + 1));
+        let expected = whole + usize::from(all_but_newline);
+        prop_assert_eq!(log.lines.len(), expected);
+        prop_assert!(same(&log.lines, &lines[..expected]));
+        let mid_line = !ends.contains(&cut) && cut != 0 && !all_but_newline;
+        prop_assert_eq!(log.incomplete_last_line, mid_line);
+    }
+
+    /// A damaged line that is not the last one is an error naming it.
+    #[test]
+    fn a_damaged_line_is_named(
+        lines in prop::collection::vec(line(), 2..8),
+        which in any::<prop::sample::Index>(),
+        damage in damage(),
+    ) {
+        let bytes = written(&lines);
+        let mut starts = vec![0];
+        starts.extend(line_ends(&bytes));
+        let which = which.index(lines.len() - 1);
+        let (start, end) = (starts[which], starts[which + 1] - 1);
+        let mut broken = bytes[..start].to_vec();
+        broken.extend(damaged(&bytes[start..end], &damage));
+        broken.extend(&bytes[end..]);
+        match parse(&broken) {
+            Err(RunLogError::Corrupt { line, message, .. }) => {
+                prop_assert_eq!(line, which + 1, "{}", message);
+                prop_assert!(!message.is_empty());
+            }
+            other => prop_assert!(false, "{damage:?} on line {}: {other:?}", which + 1),
+        }
+    }
+
+    /// Any bytes: some lines, or an error naming a line that exists.
+    #[test]
+    fn arbitrary_bytes_are_read_or_refused(
+        bytes in prop::collection::vec(
+            prop_oneof![any::<u8>(), Just(b'\n'), Just(b'{'), Just(b'"')], 0..512),
+    ) {
+        match parse(&bytes) {
+            Ok(log) => prop_assert!(log.lines.len() <= line_ends(&bytes).len() + 1),
+            Err(RunLogError::Corrupt { line, .. }) => {
+                prop_assert!(line >= 1 && line <= line_ends(&bytes).len())
+            }
+            Err(other) => prop_assert!(false, "{other}"),
+        }
+    }
+}
+
+#[test]
+fn deep_nesting_is_refused_without_exhausting_the_stack() {
+    for depth in [128, 100_000] {
+        let line = format!(
+            r#"{{"type":"not-run","id":{}{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let err = parse(format!("{line}\n").as_bytes()).unwrap_err();
+        assert!(err.to_string().starts_with("line 1 "), "{err}");
+    }
+}
+
+#[test]
+fn a_crash_that_leaves_zeros_keeps_the_lines_before() {
+    // ext4 may leave a crashed append as zero bytes of the right length.
+    let mut bytes = written(&[LogLine::NotRun { id: "a".into() }]);
+    bytes.extend([0u8; 40]);
+    let log = parse(&bytes).unwrap();
+    assert_eq!(log.lines, [LogLine::NotRun { id: "a".into() }]);
+    assert!(log.incomplete_last_line);
+}
