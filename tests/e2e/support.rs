@@ -200,6 +200,71 @@ pub fn python(code: &str, args: &[&str]) -> Ran {
     run(cmd, &repo_root())
 }
 
+/// A tag in the environment of runner and everything it starts, to find
+/// leftovers afterwards.
+pub fn tag() -> String {
+    format!("runner-e2e-{}-{:?}", std::process::id(), Instant::now())
+}
+
+/// Processes (other than zombies) whose environment carries `tag`.
+pub fn leftovers(tag: &str) -> Vec<String> {
+    let needle = format!("RUNNER_E2E_TAG={tag}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes())
+        {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        if status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+        {
+            continue;
+        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        found.push(format!(
+            "{pid}: {}",
+            String::from_utf8_lossy(&cmdline).replace('\0', " ")
+        ));
+    }
+    found
+}
+
+pub fn assert_no_leftovers(tag: &str) {
+    // Killed processes take a moment to disappear.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = leftovers(tag);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes left behind:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn runner_tagged(dir: &Path, tag: &str, args: &[&str]) -> (Ran, f64) {
+    let mut cmd = Command::new(runner_bin());
+    cmd.args(args).env("RUNNER_E2E_TAG", tag);
+    let started = Instant::now();
+    let ran = run(cmd, dir);
+    (ran, started.elapsed().as_secs_f64())
+}
+
 /// pytest's closing line (`3 failed, 10 passed in 0.52s`, with or without the
 /// `=` decoration): returns the counts part and the duration part, if any line
 /// has that shape.
@@ -257,6 +322,16 @@ pub fn compare_outcomes(fixture: &str, workers: u32, pytest_args: &[&str]) {
 
 /// Runs tests/compare_outcomes.py against the runner in a prepared project.
 pub fn compare_outcomes_in(dir: &Path, workers: u32, pytest_args: &[&str]) {
+    compare_outcomes_with_env(dir, workers, pytest_args, &[]);
+}
+
+/// The same, with extra environment variables for both pytest and runner.
+pub fn compare_outcomes_with_env(
+    dir: &Path,
+    workers: u32,
+    pytest_args: &[&str],
+    env: &[(&str, &str)],
+) {
     let py = require_python();
     let script = repo_root().join("tests").join("compare_outcomes.py");
     let mut cmd = Command::new(py);
@@ -268,12 +343,13 @@ pub fn compare_outcomes_in(dir: &Path, workers: u32, pytest_args: &[&str]) {
         .arg("-n")
         .arg(workers.to_string())
         .arg("--")
-        .args(pytest_args);
+        .args(pytest_args)
+        .envs(env.iter().copied());
     let ran = run(cmd, &repo_root());
     assert_eq!(
         ran.code,
         Some(0),
-        "runner's outcomes differ from plain pytest's ({}, -n {workers}, pytest args {pytest_args:?})\n{}",
+        "runner's outcomes differ from plain pytest's ({}, -n {workers}, pytest args {pytest_args:?}, env {env:?})\n{}",
         dir.display(),
         ran.describe()
     );
