@@ -37,7 +37,11 @@ PREFETCH = 2
 
 
 class Channel:
-    """A framed JSON connection to the host."""
+    """A framed JSON connection to the host.
+
+    Writes go out whole even when a signal handler raises (a
+    KeyboardInterrupt): a partial frame would break the stream.
+    """
 
     def __init__(self, path):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -57,13 +61,15 @@ class Channel:
             # the protocol: keep the head and say what was cut.
             message = _truncated(message)
             data = json.dumps(message, separators=(",", ":"), default=str).encode()
-        self._out += _HEADER.pack(len(data))
-        self._out += data
+        self._out += _HEADER.pack(len(data)) + data
 
     def flush(self):
-        if self._out:
-            self.sock.sendall(self._out)
+        if not self._out:
+            return
+        with _signals_deferred():
+            data = bytes(self._out)
             self._out.clear()
+            self.sock.sendall(data)
 
     def recv(self):
         """The next message, or None when the host closed the connection."""
@@ -100,6 +106,34 @@ class Channel:
             self.flush()
         finally:
             self.sock.close()
+
+    def abandon(self):
+        """Closes this process's end without sending what is queued: for a
+        forked child, whose copy of the connection belongs to its parent."""
+        self._out.clear()
+        self.sock.close()
+
+
+class _signals_deferred:
+    """Holds back SIGINT's Python handler (KeyboardInterrupt) while runner's
+    own bookkeeping must not be cut in two; a SIGINT that arrives meanwhile
+    is raised again, under the handler it would have met, right after."""
+
+    def __enter__(self):
+        self._arrived = False
+        # None: a handler set outside Python, which can't be put back.
+        self._handler = signal.getsignal(signal.SIGINT)
+        if self._handler is not None:
+            signal.signal(signal.SIGINT, self._hold)
+
+    def _hold(self, *_):
+        self._arrived = True
+
+    def __exit__(self, *_):
+        if self._handler is not None:
+            signal.signal(signal.SIGINT, self._handler)
+        if self._arrived:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _truncated(message):
@@ -305,6 +339,14 @@ class Zygote:
         selector = selectors.DefaultSelector()
         selector.register(self.channel.sock, selectors.EVENT_READ, "host")
         selector.register(wake_r, selectors.EVENT_READ, "child")
+
+        def close_wakeup():
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            selector.close()
+            os.close(wake_r)
+            os.close(wake_w)
+
         while True:
             if not self.channel.has_buffered_frame():
                 sources = {key.data for key, _ in selector.select()}
@@ -321,16 +363,15 @@ class Zygote:
             if message["t"] == "fork":
                 pid = os.fork()
                 if pid == 0:
-                    selector.close()
-                    os.close(wake_r)
-                    os.close(wake_w)
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    self.channel.close()
+                    # Nothing of the zygote's own may outlive the fork
+                    # unclosed: the worker would collect it and, under
+                    # `filterwarnings = error`, fail on the ResourceWarning.
+                    close_wakeup()
+                    self.channel.abandon()
                     return Worker(self.plugin, self.session, message).serve()
                 self.children[pid] = message["worker"]
                 self.channel.send({"t": "forked", "worker": message["worker"], "pid": pid})
-        signal.set_wakeup_fd(-1)
+        close_wakeup()
         self._wait_all()
         self.channel.close()
         return True
@@ -403,6 +444,20 @@ class Worker:
         faulthandler.register(signal.SIGUSR1, file=self.evidence.sock.fileno(), all_threads=True)
         channel = Channel(self.plugin.socket_path)
         channel.send({**hello, "role": "worker"})
+        try:
+            self._loop(channel)
+        finally:
+            # Close what this worker opened: left to the garbage collector,
+            # each would be a ResourceWarning at pytest's unconfigure.
+            faulthandler.unregister(signal.SIGUSR1)
+            faulthandler.disable()
+            try:
+                channel.close()
+            finally:
+                self.evidence.close()
+        return True
+
+    def _loop(self, channel):
         self.pending = deque()
         self.shutting_down = False
         asked = False
@@ -425,8 +480,6 @@ class Worker:
                 break
             else:
                 asked = self._handle(channel.recv(), asked)
-        channel.close()
-        return True
 
     def _handle(self, message, asked):
         """Applies one host command; returns whether a request is still out."""

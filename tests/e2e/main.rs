@@ -13,6 +13,7 @@ mod exit_codes;
 mod fidelity;
 mod guests;
 mod hostile;
+mod pytest_semantics;
 mod reports;
 mod supervision;
 mod support;
