@@ -39,13 +39,16 @@ PREFETCH = 2
 class Channel:
     """A framed JSON connection to the host.
 
-    Writes go out whole even when a signal handler raises (a
-    KeyboardInterrupt): a partial frame would break the stream.
+    Only the process that opened it speaks on it: a process forked from that
+    one (a test's child) shares the socket, and a frame from it would be
+    taken for the owner's. Writes go out whole even when a signal handler
+    raises (a KeyboardInterrupt): a partial frame would break the stream.
     """
 
     def __init__(self, path):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
+        self.owner = os.getpid()
         self._buf = bytearray()
         self._out = bytearray()
 
@@ -66,6 +69,8 @@ class Channel:
     def flush(self):
         if not self._out:
             return
+        if os.getpid() != self.owner:
+            raise RuntimeError("runner: a process forked by a test tried to speak for its worker")
         with _signals_deferred():
             data = bytes(self._out)
             self._out.clear()
@@ -434,7 +439,8 @@ class Worker:
 
     def serve(self):
         self._become_worker()
-        hello = {"t": "hello", "worker": self.worker_id, "pid": os.getpid()}
+        self.pid = os.getpid()
+        hello = {"t": "hello", "worker": self.worker_id, "pid": self.pid}
         # faulthandler writes crash and timeout tracebacks straight to a
         # socket the host reads: pytest's capture can't swallow them, and
         # they arrive even if this process dies right after.
@@ -442,8 +448,9 @@ class Worker:
         self.evidence.send({**hello, "role": "evidence"})
         faulthandler.enable(file=self.evidence.sock.fileno(), all_threads=True)
         faulthandler.register(signal.SIGUSR1, file=self.evidence.sock.fileno(), all_threads=True)
-        channel = Channel(self.plugin.socket_path)
+        self.channel = channel = Channel(self.plugin.socket_path)
         channel.send({**hello, "role": "worker"})
+        os.register_at_fork(after_in_child=self._forked_by_a_test)
         try:
             self._loop(channel)
         finally:
@@ -524,9 +531,28 @@ class Worker:
         channel.flush()
         self.plugin._reports = reports = []
         self.plugin._warnings = warnings = []
-        self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        try:
+            self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        except BaseException:
+            if os.getpid() != self.pid:
+                os._exit(1)
+            raise
+        if os.getpid() != self.pid:
+            # A process the test forked returned into this loop: it is not
+            # the worker, and its test ends here (plain pytest would run the
+            # rest of the session in it). Its status says how its part went.
+            os._exit(1 if any(r["outcome"] == "failed" for r in reports) else 0)
         self.plugin._reports = self.plugin._warnings = None
         channel.queue({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
+
+    def _forked_by_a_test(self):
+        """Runs in every process forked from this worker (os.fork in a test,
+        multiprocessing): it shares the worker's connections and must never
+        speak on them, nor write its crashes to the worker's evidence."""
+        faulthandler.unregister(signal.SIGUSR1)
+        faulthandler.disable()
+        self.channel.abandon()
+        self.evidence.abandon()
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,13 @@
 //! What a test can do to pytest's own machinery inside a worker: turn every
-//! warning into an error. runner must end as plain pytest does, lose no
-//! result, and leave no process behind.
+//! warning into an error, fork a child that goes on running pytest's code.
+//! runner must end as plain pytest does, lose no result, and leave no
+//! process behind.
 
 use std::process::Command;
 
 use crate::support::{
     assert_no_leftovers, compare_outcomes_in, compare_outcomes_with_env, copy_fixture, read_log,
-    run, tag,
+    run, runner_tagged, tag,
 };
 
 /// A run of a handful of quick tests, on a loaded 2-core machine.
@@ -86,4 +87,49 @@ fn warnings_as_errors_from_pythonwarnings() {
     let project = copy_fixture("warnings_error");
     compare_outcomes_with_env(&project.dir, 2, &["-o", "filterwarnings="], &env);
     compare_outcomes_with_env(&project.dir, 2, &args, &env);
+}
+
+// --- forked children -----------------------------------------------------
+
+/// Every test of the forking fixture passes when each child keeps quiet
+/// and each parent's result arrives.
+fn forked_children(workers: &str) {
+    let project = copy_fixture("forking");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let args = ["-n", workers, "--run-log", log.to_str().unwrap()];
+    let (ran, elapsed) = runner_tagged(&project.dir, &tag, &args);
+    ran.assert_code(0);
+    let (results, _) = read_log(&log);
+    assert_eq!(results.len(), 14, "{}", ran.describe());
+    for (id, result) in &results {
+        assert_eq!(result.outcome, "passed", "{id}\n{}", ran.describe());
+    }
+    assert!(ran.stdout.contains("14 passed"), "{}", ran.describe());
+    // What the host says when a process it did not give a test to speaks.
+    for needle in [
+        "not given",
+        "bad message",
+        "unexpected message",
+        "did not fork",
+        "can't be trusted",
+    ] {
+        assert!(
+            !ran.combined().contains(needle),
+            "{needle:?}\n{}",
+            ran.describe()
+        );
+    }
+    assert!(elapsed < BOUND, "took {elapsed:.1}s");
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn forked_children_never_speak_for_their_worker_one_worker() {
+    forked_children("1");
+}
+
+#[test]
+fn forked_children_never_speak_for_their_worker_two_workers() {
+    forked_children("2");
 }
