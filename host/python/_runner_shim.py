@@ -14,6 +14,7 @@ UTF-8 JSON object. Never pickle: the host must be able to reject a bad frame.
 
 import faulthandler
 import gc
+import io
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import signal
 import socket
 import struct
 import sys
+import traceback
 import types
 from collections import deque
 
@@ -440,6 +442,7 @@ class Worker:
     def serve(self):
         self._become_worker()
         self.pid = os.getpid()
+        self.current = None  # (item, reports, warnings) while a test runs
         hello = {"t": "hello", "worker": self.worker_id, "pid": self.pid}
         # faulthandler writes crash and timeout tracebacks straight to a
         # socket the host reads: pytest's capture can't swallow them, and
@@ -453,6 +456,11 @@ class Worker:
         os.register_at_fork(after_in_child=self._forked_by_a_test)
         try:
             self._loop(channel)
+        except (KeyboardInterrupt, pytest.exit.Exception) as stop:
+            # pytest stops the session here: tell the host, then let pytest
+            # finish it (its sessionfinish tears down what is set up).
+            self._stop_session(channel, stop)
+            raise
         finally:
             # Close what this worker opened: left to the garbage collector,
             # each would be a ResourceWarning at pytest's unconfigure.
@@ -531,6 +539,7 @@ class Worker:
         channel.flush()
         self.plugin._reports = reports = []
         self.plugin._warnings = warnings = []
+        self.current = (item, reports, warnings)
         try:
             self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
         except BaseException:
@@ -542,8 +551,34 @@ class Worker:
             # the worker, and its test ends here (plain pytest would run the
             # rest of the session in it). Its status says how its part went.
             os._exit(1 if any(r["outcome"] == "failed" for r in reports) else 0)
-        self.plugin._reports = self.plugin._warnings = None
-        channel.queue({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
+        with _signals_deferred():
+            self.plugin._reports = self.plugin._warnings = None
+            self.current = None
+            channel.queue({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
+
+    def _stop_session(self, channel, stop):
+        """A KeyboardInterrupt (a SIGINT, too) or pytest.exit() ends pytest's
+        session: sends what the test got through, then why the run stops."""
+        reason, detail = _describe_stop(self.config, stop)
+        returncode = getattr(stop, "returncode", None)
+        message = {
+            "t": "stop",
+            "id": None,
+            "reason": reason,
+            "detail": detail,
+            "exit_code": 2 if returncode is None else int(returncode),
+        }
+        with _signals_deferred():
+            if self.current is not None:
+                item, reports, warnings = self.current
+                message["id"] = item.nodeid
+                if reports:
+                    channel.queue({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
+            channel.queue(message)
+            try:
+                channel.flush()
+            except OSError:
+                pass  # the host is gone: nobody to tell
 
     def _forked_by_a_test(self):
         """Runs in every process forked from this worker (os.fork in a test,
@@ -553,6 +588,31 @@ class Worker:
         faulthandler.disable()
         self.channel.abandon()
         self.evidence.abandon()
+
+
+def _describe_stop(config, stop):
+    """The title of pytest's `!!! ... !!!` line for an exception that stops
+    the session, and the lines it prints under it (as its terminal
+    reporter's _report_keyboardinterrupt does)."""
+    try:
+        from _pytest._code import ExceptionInfo
+        from _pytest._io import TerminalWriter
+
+        excrepr = ExceptionInfo.from_exc_info((type(stop), stop, stop.__traceback__)).getrepr(funcargs=True)
+        reason = excrepr.reprcrash.message
+        if "KeyboardInterrupt" not in reason:
+            return reason, ""
+        out = io.StringIO()
+        writer = TerminalWriter(file=out)
+        writer.hasmarkup = False
+        if config.option.fulltrace:
+            excrepr.toterminal(writer)
+        else:
+            excrepr.reprcrash.toterminal(writer)
+            writer.line("(to show a full traceback on KeyboardInterrupt use --full-trace)")
+        return reason, out.getvalue()
+    except Exception:  # a pytest without these internals: the plain form
+        return "".join(traceback.format_exception_only(type(stop), stop)).strip(), ""
 
 
 @pytest.fixture(scope="session")
