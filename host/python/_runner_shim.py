@@ -551,10 +551,10 @@ class Worker:
             # the worker, and its test ends here (plain pytest would run the
             # rest of the session in it). Its status says how its part went.
             os._exit(1 if any(r["outcome"] == "failed" for r in reports) else 0)
-        with _signals_deferred():
-            self.plugin._reports = self.plugin._warnings = None
-            self.current = None
-            channel.queue({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
+        channel.queue({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
+        # Queued: from here a stop must not send it again.
+        self.current = None
+        self.plugin._reports = self.plugin._warnings = None
 
     def _stop_session(self, channel, stop):
         """A KeyboardInterrupt (a SIGINT, too) or pytest.exit() ends pytest's
