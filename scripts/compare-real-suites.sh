@@ -41,7 +41,8 @@ fi
 # name | version | dir inside the sdist that goes on PYTHONPATH | pip test deps | pytest args
 SUITES=(
   "six|1.17.0|.||"
-  "toolz|1.0.0|.||"
+  "toolz|1.2.0|.||"
+  "click|8.5.1|src||"
   "more-itertools|10.7.0|.||"
   "packaging|25.0|src|pretend==1.0.9|"
 )

@@ -61,8 +61,11 @@ def run(cmd, cwd, env, timeout, label, verbose):
         print(f"[{label}] $ cd {cwd} && {shlex.join(cmd)}", file=sys.stderr)
     t0 = time.monotonic()
     try:
+        # Each in its own process group, as a shell runs a job: a test that
+        # signals its group must reach pytest, not this script.
         proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, timeout=timeout, text=True, errors="replace")
+                              stdin=subprocess.DEVNULL, timeout=timeout, text=True, errors="replace",
+                              start_new_session=True)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         print(f"[{label}] TIMED OUT after {timeout}s: {shlex.join(cmd)}\n{out[-4000:]}", file=sys.stderr)

@@ -14,6 +14,7 @@ UTF-8 JSON object. Never pickle: the host must be able to reject a bad frame.
 
 import faulthandler
 import gc
+import io
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import signal
 import socket
 import struct
 import sys
+import traceback
 import types
 from collections import deque
 
@@ -37,11 +39,18 @@ PREFETCH = 2
 
 
 class Channel:
-    """A framed JSON connection to the host."""
+    """A framed JSON connection to the host.
+
+    Only the process that opened it speaks on it: a process forked from that
+    one (a test's child) shares the socket, and a frame from it would be
+    taken for the owner's. Writes go out whole even when a signal handler
+    raises (a KeyboardInterrupt): a partial frame would break the stream.
+    """
 
     def __init__(self, path):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
+        self.owner = os.getpid()
         self._buf = bytearray()
         self._out = bytearray()
 
@@ -57,13 +66,17 @@ class Channel:
             # the protocol: keep the head and say what was cut.
             message = _truncated(message)
             data = json.dumps(message, separators=(",", ":"), default=str).encode()
-        self._out += _HEADER.pack(len(data))
-        self._out += data
+        self._out += _HEADER.pack(len(data)) + data
 
     def flush(self):
-        if self._out:
-            self.sock.sendall(self._out)
+        if not self._out:
+            return
+        if os.getpid() != self.owner:
+            raise RuntimeError("runner: a process forked by a test tried to speak for its worker")
+        with _signals_deferred():
+            data = bytes(self._out)
             self._out.clear()
+            self.sock.sendall(data)
 
     def recv(self):
         """The next message, or None when the host closed the connection."""
@@ -100,6 +113,34 @@ class Channel:
             self.flush()
         finally:
             self.sock.close()
+
+    def abandon(self):
+        """Closes this process's end without sending what is queued: for a
+        forked child, whose copy of the connection belongs to its parent."""
+        self._out.clear()
+        self.sock.close()
+
+
+class _signals_deferred:
+    """Holds back SIGINT's Python handler (KeyboardInterrupt) while runner's
+    own bookkeeping must not be cut in two; a SIGINT that arrives meanwhile
+    is raised again, under the handler it would have met, right after."""
+
+    def __enter__(self):
+        self._arrived = False
+        # None: a handler set outside Python, which can't be put back.
+        self._handler = signal.getsignal(signal.SIGINT)
+        if self._handler is not None:
+            signal.signal(signal.SIGINT, self._hold)
+
+    def _hold(self, *_):
+        self._arrived = True
+
+    def __exit__(self, *_):
+        if self._handler is not None:
+            signal.signal(signal.SIGINT, self._handler)
+        if self._arrived:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _truncated(message):
@@ -305,6 +346,14 @@ class Zygote:
         selector = selectors.DefaultSelector()
         selector.register(self.channel.sock, selectors.EVENT_READ, "host")
         selector.register(wake_r, selectors.EVENT_READ, "child")
+
+        def close_wakeup():
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            selector.close()
+            os.close(wake_r)
+            os.close(wake_w)
+
         while True:
             if not self.channel.has_buffered_frame():
                 sources = {key.data for key, _ in selector.select()}
@@ -321,16 +370,15 @@ class Zygote:
             if message["t"] == "fork":
                 pid = os.fork()
                 if pid == 0:
-                    selector.close()
-                    os.close(wake_r)
-                    os.close(wake_w)
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    self.channel.close()
+                    # Nothing of the zygote's own may outlive the fork
+                    # unclosed: the worker would collect it and, under
+                    # `filterwarnings = error`, fail on the ResourceWarning.
+                    close_wakeup()
+                    self.channel.abandon()
                     return Worker(self.plugin, self.session, message).serve()
                 self.children[pid] = message["worker"]
                 self.channel.send({"t": "forked", "worker": message["worker"], "pid": pid})
-        signal.set_wakeup_fd(-1)
+        close_wakeup()
         self._wait_all()
         self.channel.close()
         return True
@@ -393,7 +441,9 @@ class Worker:
 
     def serve(self):
         self._become_worker()
-        hello = {"t": "hello", "worker": self.worker_id, "pid": os.getpid()}
+        self.pid = os.getpid()
+        self.current = None  # (item, reports, warnings) while a test runs
+        hello = {"t": "hello", "worker": self.worker_id, "pid": self.pid}
         # faulthandler writes crash and timeout tracebacks straight to a
         # socket the host reads: pytest's capture can't swallow them, and
         # they arrive even if this process dies right after.
@@ -401,8 +451,28 @@ class Worker:
         self.evidence.send({**hello, "role": "evidence"})
         faulthandler.enable(file=self.evidence.sock.fileno(), all_threads=True)
         faulthandler.register(signal.SIGUSR1, file=self.evidence.sock.fileno(), all_threads=True)
-        channel = Channel(self.plugin.socket_path)
+        self.channel = channel = Channel(self.plugin.socket_path)
         channel.send({**hello, "role": "worker"})
+        os.register_at_fork(after_in_child=self._forked_by_a_test)
+        try:
+            self._loop(channel)
+        except (KeyboardInterrupt, pytest.exit.Exception) as stop:
+            # pytest stops the session here: tell the host, then let pytest
+            # finish it (its sessionfinish tears down what is set up).
+            self._stop_session(channel, stop)
+            raise
+        finally:
+            # Close what this worker opened: left to the garbage collector,
+            # each would be a ResourceWarning at pytest's unconfigure.
+            faulthandler.unregister(signal.SIGUSR1)
+            faulthandler.disable()
+            try:
+                channel.close()
+            finally:
+                self.evidence.close()
+        return True
+
+    def _loop(self, channel):
         self.pending = deque()
         self.shutting_down = False
         asked = False
@@ -425,8 +495,6 @@ class Worker:
                 break
             else:
                 asked = self._handle(channel.recv(), asked)
-        channel.close()
-        return True
 
     def _handle(self, message, asked):
         """Applies one host command; returns whether a request is still out."""
@@ -471,9 +539,80 @@ class Worker:
         channel.flush()
         self.plugin._reports = reports = []
         self.plugin._warnings = warnings = []
-        self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
-        self.plugin._reports = self.plugin._warnings = None
+        self.current = (item, reports, warnings)
+        try:
+            self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+        except BaseException:
+            if os.getpid() != self.pid:
+                os._exit(1)
+            raise
+        if os.getpid() != self.pid:
+            # A process the test forked returned into this loop: it is not
+            # the worker, and its test ends here (plain pytest would run the
+            # rest of the session in it). Its status says how its part went.
+            os._exit(1 if any(r["outcome"] == "failed" for r in reports) else 0)
         channel.queue({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
+        # Queued: from here a stop must not send it again.
+        self.current = None
+        self.plugin._reports = self.plugin._warnings = None
+
+    def _stop_session(self, channel, stop):
+        """A KeyboardInterrupt (a SIGINT, too) or pytest.exit() ends pytest's
+        session: sends what the test got through, then why the run stops."""
+        reason, detail = _describe_stop(self.config, stop)
+        returncode = getattr(stop, "returncode", None)
+        message = {
+            "t": "stop",
+            "id": None,
+            "reason": reason,
+            "detail": detail,
+            "exit_code": 2 if returncode is None else int(returncode),
+        }
+        with _signals_deferred():
+            if self.current is not None:
+                item, reports, warnings = self.current
+                message["id"] = item.nodeid
+                if reports:
+                    channel.queue({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
+            channel.queue(message)
+            try:
+                channel.flush()
+            except OSError:
+                pass  # the host is gone: nobody to tell
+
+    def _forked_by_a_test(self):
+        """Runs in every process forked from this worker (os.fork in a test,
+        multiprocessing): it shares the worker's connections and must never
+        speak on them, nor write its crashes to the worker's evidence."""
+        faulthandler.unregister(signal.SIGUSR1)
+        faulthandler.disable()
+        self.channel.abandon()
+        self.evidence.abandon()
+
+
+def _describe_stop(config, stop):
+    """The title of pytest's `!!! ... !!!` line for an exception that stops
+    the session, and the lines it prints under it (as its terminal
+    reporter's _report_keyboardinterrupt does)."""
+    try:
+        from _pytest._code import ExceptionInfo
+        from _pytest._io import TerminalWriter
+
+        excrepr = ExceptionInfo.from_exc_info((type(stop), stop, stop.__traceback__)).getrepr(funcargs=True)
+        reason = excrepr.reprcrash.message
+        if "KeyboardInterrupt" not in reason:
+            return reason, ""
+        out = io.StringIO()
+        writer = TerminalWriter(file=out)
+        writer.hasmarkup = False
+        if config.option.fulltrace:
+            excrepr.toterminal(writer)
+        else:
+            excrepr.reprcrash.toterminal(writer)
+            writer.line("(to show a full traceback on KeyboardInterrupt use --full-trace)")
+        return reason, out.getvalue()
+    except Exception:  # a pytest without these internals: the plain form
+        return "".join(traceback.format_exception_only(type(stop), stop)).strip(), ""
 
 
 @pytest.fixture(scope="session")

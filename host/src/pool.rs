@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use crate::connections::{ConnEvent, ConnId};
 use crate::outcome::synthetic_report;
 use crate::recorder::Recorder;
-use crate::wire::{self, Inbound, Outbound, Role, WireError};
+use crate::wire::{self, Inbound, Outbound, Role, SessionStop, WireError};
 use crate::zygote::Zygote;
 
 /// After the traceback dump, how long a timed-out worker gets before SIGTERM.
@@ -80,6 +80,8 @@ pub enum StopReason {
     RestartLimit(u32),
     ZygoteDied(String),
     Signal(&'static str),
+    /// A test stopped pytest's session: pytest runs nothing more either.
+    Session(SessionStop),
 }
 
 impl StopReason {
@@ -92,6 +94,7 @@ impl StopReason {
             }
             StopReason::ZygoteDied(status) => format!("the zygote died ({status})"),
             StopReason::Signal(name) => name.to_string(),
+            StopReason::Session(stop) => stop.reason.clone(),
         }
     }
 }
@@ -335,7 +338,10 @@ impl<'a> Pool<'a> {
         if condemned
             && matches!(
                 message,
-                Inbound::Ready | Inbound::Started { .. } | Inbound::Result { .. }
+                Inbound::Ready
+                    | Inbound::Started { .. }
+                    | Inbound::Result { .. }
+                    | Inbound::Stop(_)
             )
         {
             return Ok(());
@@ -399,6 +405,15 @@ impl<'a> Pool<'a> {
                 self.recorder.test_finished(&id, &name, reports);
                 self.finished += 1;
                 self.count_failures(failed as u32);
+            }
+            Inbound::Stop(stop) => {
+                // The worker leaves after this. A test it stopped in before
+                // any report stays assigned: it did not run.
+                if let Some(worker) = self.worker_of(conn) {
+                    worker.running = None;
+                    worker.released = true;
+                }
+                self.stop_dispatching(StopReason::Session(stop));
             }
             Inbound::Forked { worker, pid } => {
                 if let Some(worker) = self.workers.get_mut(&worker) {
@@ -595,7 +610,10 @@ impl<'a> Pool<'a> {
         if self.stop.is_some() {
             return;
         }
-        self.recorder.interrupted(reason.describe());
+        match &reason {
+            StopReason::Session(stop) => self.recorder.session_stopped(stop.clone()),
+            _ => self.recorder.interrupted(reason.describe()),
+        }
         self.not_run.extend(self.queue.drain());
         self.stop = Some(reason);
     }

@@ -11,7 +11,7 @@ use crate::run_log::LogLine;
 use crate::state::{History, RunLog};
 use crate::summary::Stats;
 use crate::ui::{Problem, Summary, Terminal, Verbosity};
-use crate::wire::{CollectError, PhaseReport, WarningRecord};
+use crate::wire::{CollectError, PhaseReport, SessionStop, WarningRecord};
 
 pub struct Recorder {
     pub terminal: Terminal,
@@ -26,6 +26,8 @@ pub struct Recorder {
     /// worker was lost...), printed before the closing line.
     notes: Vec<String>,
     interrupted: Option<String>,
+    /// A test stopped pytest's session.
+    session_stop: Option<SessionStop>,
     /// A reporter failed at some point: the run must not end green.
     reporter_failed: bool,
     pub recorded: usize,
@@ -54,6 +56,7 @@ impl Recorder {
             warnings: Vec::new(),
             notes: Vec::new(),
             interrupted: None,
+            session_stop: None,
             reporter_failed: false,
             recorded: 0,
             started,
@@ -76,6 +79,11 @@ impl Recorder {
     /// Marks the run as stopped early, for the closing report.
     pub fn interrupted(&mut self, reason: String) {
         self.interrupted = Some(reason);
+    }
+
+    /// A test stopped pytest's session, for the closing report.
+    pub fn session_stopped(&mut self, stop: SessionStop) {
+        self.session_stop = Some(stop);
     }
 
     fn log(&mut self, line: LogLine) {
@@ -259,6 +267,7 @@ impl Recorder {
             notes: &self.notes,
             interrupted: self.interrupted.as_deref(),
             exit_code,
+            session_stop: self.session_stop.as_ref(),
         };
         self.terminal.finish(&summary);
         exit_code

@@ -248,8 +248,13 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
     for warning in &end.untrusted {
         recorder.closing_note(format!("this run can't be trusted: {warning}"));
     }
-    let code = match end.stop {
+    let code = match &end.stop {
         Some(StopReason::Signal(_)) | Some(StopReason::GlobalTimeout(_)) => exit_code::INTERRUPTED,
+        // pytest's own code for the stop, failures or not; but never a
+        // green exit for a run that can't be trusted.
+        Some(StopReason::Session(stop)) if stop.exit_code != 0 || end.untrusted.is_empty() => {
+            stop.exit_code
+        }
         _ if recorder.stats.has_failures() || !end.untrusted.is_empty() || end.stop.is_some() => {
             exit_code::TESTS_FAILED
         }

@@ -8,9 +8,10 @@ use std::time::Duration;
 use console::{Style, Term};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::exit_code::INTERRUPTED;
 use crate::model::{Outcome, TestResult};
 use crate::summary::{Color, Stats, separator};
-use crate::wire::{CollectError, PhaseReport, WarningRecord};
+use crate::wire::{CollectError, PhaseReport, SessionStop, WarningRecord};
 
 /// How much the user asked to see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,7 +40,14 @@ pub struct Summary<'a> {
     /// The run's exit code, which the closing line's colour must not
     /// contradict.
     pub exit_code: i32,
+    /// A test stopped pytest's session (KeyboardInterrupt, pytest.exit).
+    pub session_stop: Option<&'a SessionStop>,
 }
+
+/// The exit codes after which pytest prints its summary sections (its
+/// terminal reporter's `summary_exit_codes`): a `pytest.exit(returncode=3)`
+/// ends with the closing line alone.
+const SUMMARY_EXIT_CODES: [i32; 6] = [0, 1, 2, 4, 5, 6];
 
 pub struct Terminal {
     bar: ProgressBar,
@@ -166,8 +174,12 @@ impl Terminal {
         });
         let lost = reports_where(summary.problems, supervised);
 
+        // After pytest.exit(returncode=N), pytest prints its summary
+        // sections only for the codes it knows; runner's own always show.
+        let stop = summary.session_stop;
+        let pytest_sections = stop.is_none_or(|stop| SUMMARY_EXIT_CODES.contains(&stop.exit_code));
         if self.verbosity >= Verbosity::Normal {
-            if !summary.collect_errors.is_empty() || !errors.is_empty() {
+            if pytest_sections && (!summary.collect_errors.is_empty() || !errors.is_empty()) {
                 self.sep(out, '=', "ERRORS", Style::new());
                 for error in summary.collect_errors {
                     self.sep(
@@ -188,7 +200,7 @@ impl Terminal {
                     self.report_body(out, report);
                 }
             }
-            if !failures.is_empty() {
+            if pytest_sections && !failures.is_empty() {
                 self.sep(out, '=', "FAILURES", Style::new());
                 for (_, report) in &failures {
                     self.sep(out, '_', &report.head_line, red.clone());
@@ -204,7 +216,9 @@ impl Terminal {
                     self.report_body(out, report);
                 }
             }
-            self.warnings_summary(out, summary.warnings);
+            if pytest_sections {
+                self.warnings_summary(out, summary.warnings);
+            }
             let short: Vec<String> = summary
                 .collect_errors
                 .iter()
@@ -224,7 +238,7 @@ impl Terminal {
                         .map(|(p, r)| self.short_line(&r.word, &p.id, r.message.as_deref())),
                 )
                 .collect();
-            if !short.is_empty() {
+            if pytest_sections && !short.is_empty() {
                 self.sep(out, '=', "short test summary info", Style::new().cyan());
                 for line in short {
                     out.push_str(&line);
@@ -238,6 +252,11 @@ impl Terminal {
                     &format!("Interrupted: {reason}"),
                     Style::new().red(),
                 );
+            }
+            // pytest reports an interrupted session (exit code 2) before
+            // its closing line, any other stop after it.
+            if let Some(stop) = stop.filter(|stop| stop.exit_code == INTERRUPTED) {
+                self.session_stop(out, stop);
             }
             for note in summary.notes {
                 out.push_str(&format!(
@@ -257,6 +276,18 @@ impl Terminal {
             out.push('\n');
         } else {
             self.sep(out, '=', &closing, color);
+            if let Some(stop) = stop.filter(|stop| stop.exit_code != INTERRUPTED) {
+                self.session_stop(out, stop);
+            }
+        }
+    }
+
+    /// pytest's `!!! KeyboardInterrupt !!!` (or `!!! _pytest.outcomes.Exit:
+    /// reason !!!`) and, for a KeyboardInterrupt, where it was raised.
+    fn session_stop(&self, out: &mut String, stop: &SessionStop) {
+        self.sep(out, '!', &stop.reason, Style::new());
+        if !stop.detail.is_empty() {
+            push_block(out, &stop.detail);
         }
     }
 
@@ -365,5 +396,78 @@ fn outcome_style(outcome: Outcome) -> Style {
         Outcome::Failed | Outcome::Error | Outcome::Hung | Outcome::Crashed => {
             Style::new().red().bold()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::synthetic_report;
+
+    fn rendered(stop: &SessionStop) -> Vec<String> {
+        let mut failed = synthetic_report("t.py::f", "failed", "assert 0", "E  assert 0", 0.1);
+        failed.word.clear();
+        let problems = [Problem {
+            id: "t.py::f".into(),
+            reports: vec![failed],
+        }];
+        let mut stats = Stats::default();
+        stats.add("failed", 1);
+        stats.add("passed", 2);
+        let summary = Summary {
+            collect_errors: &[],
+            warnings: &[],
+            problems: &problems,
+            stats: &stats,
+            elapsed: Duration::from_millis(120),
+            notes: &[],
+            interrupted: None,
+            exit_code: stop.exit_code,
+            session_stop: Some(stop),
+        };
+        let mut out = String::new();
+        Terminal::new(Verbosity::Normal).render(&mut out, &summary);
+        console::strip_ansi_codes(&out)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_keyboard_interrupt_is_shown_before_the_closing_line() {
+        let lines = rendered(&SessionStop {
+            id: Some("t.py::k".into()),
+            reason: "KeyboardInterrupt".into(),
+            detail: "/p/t.py:3: KeyboardInterrupt\n(to show a full traceback on KeyboardInterrupt use --full-trace)\n".into(),
+            exit_code: 2,
+        });
+        let bang = lines
+            .iter()
+            .position(|l| l.contains("! KeyboardInterrupt !"))
+            .unwrap();
+        assert!(lines.iter().any(|l| l.contains("FAILURES")), "{lines:#?}");
+        assert_eq!(lines[bang + 1], "/p/t.py:3: KeyboardInterrupt");
+        assert!(lines[bang + 3].contains("1 failed, 2 passed"), "{lines:#?}");
+    }
+
+    #[test]
+    fn pytest_exit_with_another_code_follows_the_closing_line_alone() {
+        let lines = rendered(&SessionStop {
+            id: Some("t.py::e".into()),
+            reason: "_pytest.outcomes.Exit: bye".into(),
+            detail: String::new(),
+            exit_code: 3,
+        });
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("FAILURES") || l.contains("short test summary"))
+        );
+        let last = lines.last().unwrap();
+        assert!(last.starts_with("!!!") && last.contains(" _pytest.outcomes.Exit: bye "));
+        assert!(
+            lines[lines.len() - 2].contains("1 failed, 2 passed"),
+            "{lines:#?}"
+        );
     }
 }

@@ -70,6 +70,9 @@ pub enum Inbound {
         #[serde(default)]
         warnings: Vec<WarningRecord>,
     },
+    /// A test stopped pytest's session (KeyboardInterrupt, SIGINT, or
+    /// `pytest.exit()`); what it got through came first, as a `Result`.
+    Stop(SessionStop),
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +105,22 @@ pub struct Collected {
     /// The `runner_timeout` ini option, seconds.
     #[serde(default, deserialize_with = "timeout_secs")]
     pub timeout: Option<f64>,
+}
+
+/// Why pytest's session stopped, as its terminal reporter shows it.
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+pub struct SessionStop {
+    /// The test it happened in; none when it came between tests.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The title of pytest's `!!! ... !!!` line: `KeyboardInterrupt`,
+    /// `_pytest.outcomes.Exit: reason`.
+    pub reason: String,
+    /// The lines pytest prints under it (where a KeyboardInterrupt was raised).
+    #[serde(default)]
+    pub detail: String,
+    /// pytest's exit code: 2, or the `returncode` given to `pytest.exit`.
+    pub exit_code: i32,
 }
 
 #[derive(Debug, Deserialize, Clone, PartialEq)]
@@ -358,6 +377,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn decodes_a_session_stop() {
+        let body = br#"{"t":"stop","id":"t.py::a","reason":"_pytest.outcomes.Exit: done","detail":"","exit_code":3}"#;
+        let mut input = &framed(body)[..];
+        match read_frame(&mut input).await.unwrap() {
+            Some(Inbound::Stop(stop)) => {
+                assert_eq!(stop.id.as_deref(), Some("t.py::a"));
+                assert_eq!(stop.reason, "_pytest.outcomes.Exit: done");
+                assert_eq!(stop.exit_code, 3);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn refuses_oversized_and_malformed_frames() {
         let mut huge = &((MAX_FRAME as u32) + 1).to_be_bytes()[..];
         assert!(matches!(
@@ -367,6 +400,11 @@ mod tests {
         let mut garbage = &framed(b"{not json")[..];
         assert!(matches!(
             read_frame(&mut garbage).await,
+            Err(WireError::Malformed(_))
+        ));
+        let mut missing_field = &framed(br#"{"t":"stop","reason":"KeyboardInterrupt"}"#)[..];
+        assert!(matches!(
+            read_frame(&mut missing_field).await,
             Err(WireError::Malformed(_))
         ));
         let mut unknown = &framed(br#"{"t":"launch_missiles"}"#)[..];

@@ -21,9 +21,10 @@ pub const NO_PYTEST_EXIT: i32 = 97;
 const BOOTSTRAP: &str = r#"
 import faulthandler, importlib.util, os, sys
 # A crash while pytest imports the project must leave a traceback: write it
-# to a copy of stderr, which pytest's output capture does not redirect.
-_crash_stream = os.fdopen(os.dup(2), "w")
-faulthandler.enable(file=_crash_stream, all_threads=True)
+# to a copy of stderr, which pytest's output capture does not redirect. A
+# bare descriptor, not a file object: one left unclosed at exit would be a
+# ResourceWarning, an error under `-W error`.
+faulthandler.enable(file=os.dup(2), all_threads=True)
 try:
     import pytest
 except ImportError as error:

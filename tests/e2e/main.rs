@@ -14,6 +14,7 @@ mod faults;
 mod fidelity;
 mod guests;
 mod hostile;
+mod pytest_semantics;
 mod reports;
 mod supervision;
 mod support;

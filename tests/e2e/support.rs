@@ -200,108 +200,6 @@ pub fn python(code: &str, args: &[&str]) -> Ran {
     run(cmd, &repo_root())
 }
 
-/// pytest's closing line (`3 failed, 10 passed in 0.52s`, with or without the
-/// `=` decoration): returns the counts part and the duration part, if any line
-/// has that shape.
-pub fn closing_line(output: &str) -> Option<(String, String)> {
-    for line in output.lines().rev() {
-        let line = line.trim().trim_matches('=').trim();
-        let Some(pos) = line.rfind(" in ") else {
-            continue;
-        };
-        let (counts, time) = (&line[..pos], &line[pos + 4..]);
-        if !is_duration(time) || !is_counts(counts) {
-            continue;
-        }
-        return Some((counts.to_string(), time.to_string()));
-    }
-    None
-}
-
-/// `0.52s`: digits, a dot, digits, `s`.
-fn is_duration(s: &str) -> bool {
-    let Some(num) = s.strip_suffix('s') else {
-        return false;
-    };
-    let Some((a, b)) = num.split_once('.') else {
-        return false;
-    };
-    !a.is_empty()
-        && !b.is_empty()
-        && a.chars().all(|c| c.is_ascii_digit())
-        && b.chars().all(|c| c.is_ascii_digit())
-}
-
-/// `3 failed, 10 passed, 1 xfailed` or `no tests ran`.
-fn is_counts(s: &str) -> bool {
-    if s == "no tests ran" {
-        return true;
-    }
-    !s.is_empty()
-        && s.split(", ").all(|part| {
-            let mut words = part.splitn(2, ' ');
-            let n = words.next().unwrap_or("");
-            let word = words.next().unwrap_or("");
-            !n.is_empty()
-                && n.chars().all(|c| c.is_ascii_digit())
-                && !word.is_empty()
-                && word.chars().all(|c| c.is_ascii_alphabetic() || c == ' ')
-        })
-}
-
-/// Runs tests/compare_outcomes.py against the runner on a copy of a fixture.
-pub fn compare_outcomes(fixture: &str, workers: u32, pytest_args: &[&str]) {
-    let project = copy_fixture(fixture);
-    compare_outcomes_in(&project.dir, workers, pytest_args);
-}
-
-/// Runs tests/compare_outcomes.py against the runner in a prepared project.
-pub fn compare_outcomes_in(dir: &Path, workers: u32, pytest_args: &[&str]) {
-    let py = require_python();
-    let script = repo_root().join("tests").join("compare_outcomes.py");
-    let mut cmd = Command::new(py);
-    cmd.arg(&script)
-        .arg("--runner")
-        .arg(runner_bin())
-        .arg("--suite")
-        .arg(dir)
-        .arg("-n")
-        .arg(workers.to_string())
-        .arg("--")
-        .args(pytest_args);
-    let ran = run(cmd, &repo_root());
-    assert_eq!(
-        ran.code,
-        Some(0),
-        "runner's outcomes differ from plain pytest's ({}, -n {workers}, pytest args {pytest_args:?})\n{}",
-        dir.display(),
-        ran.describe()
-    );
-    assert!(
-        ran.stdout.contains(" tests compared, 0 differences"),
-        "{}",
-        ran.describe()
-    );
-}
-
-#[test]
-fn closing_line_parser() {
-    assert_eq!(
-        closing_line("x\n===== 3 failed, 10 passed, 1 xfailed in 0.52s =====\n"),
-        Some(("3 failed, 10 passed, 1 xfailed".into(), "0.52s".into()))
-    );
-    assert_eq!(
-        closing_line("8 passed in 0.01s"),
-        Some(("8 passed".into(), "0.01s".into()))
-    );
-    assert_eq!(
-        closing_line("no tests ran in 0.00s"),
-        Some(("no tests ran".into(), "0.00s".into()))
-    );
-    assert_eq!(closing_line("passed in a while"), None);
-    assert_eq!(closing_line("tests/test_x.py::test_login in 3s"), None);
-}
-
 /// A tag in the environment of runner and everything it starts, to find
 /// leftovers afterwards.
 pub fn tag() -> String {
@@ -365,6 +263,119 @@ pub fn runner_tagged(dir: &Path, tag: &str, args: &[&str]) -> (Ran, f64) {
     let started = Instant::now();
     let ran = run(cmd, dir);
     (ran, started.elapsed().as_secs_f64())
+}
+
+/// pytest's closing line (`3 failed, 10 passed in 0.52s`, with or without the
+/// `=` decoration): returns the counts part and the duration part, if any line
+/// has that shape.
+pub fn closing_line(output: &str) -> Option<(String, String)> {
+    for line in output.lines().rev() {
+        let line = line.trim().trim_matches('=').trim();
+        let Some(pos) = line.rfind(" in ") else {
+            continue;
+        };
+        let (counts, time) = (&line[..pos], &line[pos + 4..]);
+        if !is_duration(time) || !is_counts(counts) {
+            continue;
+        }
+        return Some((counts.to_string(), time.to_string()));
+    }
+    None
+}
+
+/// `0.52s`: digits, a dot, digits, `s`.
+fn is_duration(s: &str) -> bool {
+    let Some(num) = s.strip_suffix('s') else {
+        return false;
+    };
+    let Some((a, b)) = num.split_once('.') else {
+        return false;
+    };
+    !a.is_empty()
+        && !b.is_empty()
+        && a.chars().all(|c| c.is_ascii_digit())
+        && b.chars().all(|c| c.is_ascii_digit())
+}
+
+/// `3 failed, 10 passed, 1 xfailed` or `no tests ran`.
+fn is_counts(s: &str) -> bool {
+    if s == "no tests ran" {
+        return true;
+    }
+    !s.is_empty()
+        && s.split(", ").all(|part| {
+            let mut words = part.splitn(2, ' ');
+            let n = words.next().unwrap_or("");
+            let word = words.next().unwrap_or("");
+            !n.is_empty()
+                && n.chars().all(|c| c.is_ascii_digit())
+                && !word.is_empty()
+                && word.chars().all(|c| c.is_ascii_alphabetic() || c == ' ')
+        })
+}
+
+/// Runs tests/compare_outcomes.py against the runner on a copy of a fixture.
+pub fn compare_outcomes(fixture: &str, workers: u32, pytest_args: &[&str]) {
+    let project = copy_fixture(fixture);
+    compare_outcomes_in(&project.dir, workers, pytest_args);
+}
+
+/// Runs tests/compare_outcomes.py against the runner in a prepared project.
+pub fn compare_outcomes_in(dir: &Path, workers: u32, pytest_args: &[&str]) {
+    compare_outcomes_with_env(dir, workers, pytest_args, &[]);
+}
+
+/// The same, with extra environment variables for both pytest and runner.
+pub fn compare_outcomes_with_env(
+    dir: &Path,
+    workers: u32,
+    pytest_args: &[&str],
+    env: &[(&str, &str)],
+) {
+    let py = require_python();
+    let script = repo_root().join("tests").join("compare_outcomes.py");
+    let mut cmd = Command::new(py);
+    cmd.arg(&script)
+        .arg("--runner")
+        .arg(runner_bin())
+        .arg("--suite")
+        .arg(dir)
+        .arg("-n")
+        .arg(workers.to_string())
+        .arg("--")
+        .args(pytest_args)
+        .envs(env.iter().copied());
+    let ran = run(cmd, &repo_root());
+    assert_eq!(
+        ran.code,
+        Some(0),
+        "runner's outcomes differ from plain pytest's ({}, -n {workers}, pytest args {pytest_args:?}, env {env:?})\n{}",
+        dir.display(),
+        ran.describe()
+    );
+    assert!(
+        ran.stdout.contains(" tests compared, 0 differences"),
+        "{}",
+        ran.describe()
+    );
+}
+
+#[test]
+fn closing_line_parser() {
+    assert_eq!(
+        closing_line("x\n===== 3 failed, 10 passed, 1 xfailed in 0.52s =====\n"),
+        Some(("3 failed, 10 passed, 1 xfailed".into(), "0.52s".into()))
+    );
+    assert_eq!(
+        closing_line("8 passed in 0.01s"),
+        Some(("8 passed".into(), "0.01s".into()))
+    );
+    assert_eq!(
+        closing_line("no tests ran in 0.00s"),
+        Some(("no tests ran".into(), "0.00s".into()))
+    );
+    assert_eq!(closing_line("passed in a while"), None);
+    assert_eq!(closing_line("tests/test_x.py::test_login in 3s"), None);
 }
 
 /// A run-log `result` line, reduced to what the assertions need.
