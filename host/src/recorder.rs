@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use crate::descendants::{Leftover, Swept};
 use crate::model::{RunEvent, TestResult};
 use crate::outcome::test_result;
 use crate::policy::Policies;
@@ -34,7 +35,12 @@ pub struct Recorder {
     /// Per test, whether pytest's cacheprovider would now count it as
     /// failed (true) or not (false), for `--lf` in the next run.
     last_failed: Vec<(String, bool)>,
+    /// Processes tests left running, reported so far.
+    leaks: usize,
 }
+
+/// Leaky tests named in notes; the run log has them all.
+const LEAK_NOTES: usize = 20;
 
 impl Recorder {
     pub fn new(
@@ -59,12 +65,51 @@ impl Recorder {
             recorded: 0,
             started,
             last_failed: Vec::new(),
+            leaks: 0,
         }
     }
 
     pub fn note(&mut self, message: String) {
         self.terminal.warn(&message);
         self.notes.push(message);
+    }
+
+    /// A process a test left running after it ended: a note and a log
+    /// line, not a failure (pytest doesn't fail such a test either).
+    pub fn leaked(&mut self, leftover: &Leftover) {
+        self.log(json!({
+            "type": "leaked-process",
+            "test": leftover.test(),
+            "pid": leftover.pid,
+            "command": leftover.command,
+        }));
+        self.leaks += 1;
+        if self.leaks <= LEAK_NOTES {
+            self.note(format!(
+                "leaky test: {} left a process running after it ended: pid {} `{}`",
+                leftover.test().unwrap_or("?"),
+                leftover.pid,
+                leftover.command
+            ));
+        } else if self.leaks == LEAK_NOTES + 1 {
+            self.note("more tests left processes running; the run log lists them all".into());
+        }
+    }
+
+    /// The processes killed at the end of the run, in the log and the notes.
+    pub fn leftovers_killed(&mut self, swept: &Swept) {
+        for leftover in &swept.killed {
+            self.log(json!({
+                "type": "leftover-killed",
+                "test": leftover.test(),
+                "origin": leftover.origin.to_string(),
+                "pid": leftover.pid,
+                "command": leftover.command,
+            }));
+        }
+        for note in swept.notes() {
+            self.note(note);
+        }
     }
 
     /// Marks the run as stopped early, for the closing report.

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::connections::ConnEvent;
 use crate::connections::{ConnId, accept_connections};
+use crate::descendants::Descendants;
 use crate::exit_code;
+use crate::guardian::Guardian;
 use crate::model::PlanContext;
 use crate::policy::Policies;
 use crate::pool::{Limits, Pool, StopReason, StopSignals};
@@ -51,6 +53,13 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         .context("failed to create a temporary directory")?;
     let socket = run_dir.path().join("socket");
     let listener = UnixListener::bind(&socket).context("failed to listen on a unix socket")?;
+    let guardian = Guardian::start(&run_id)
+        .inspect_err(|error| {
+            eprintln!(
+                "warning: could not start runner's guardian process ({error}); if runner is killed, processes of this run may outlive it"
+            )
+        })
+        .ok();
     let mut zygote = Zygote::spawn(&ZygoteSpec {
         python: &settings.python,
         run_dir: run_dir.path(),
@@ -59,7 +68,42 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         pytest_args: &settings.pytest_args,
     })
     .with_context(|| format!("failed to start Python ({})", settings.python.display()))?;
+    let mut descendants = Descendants::new(
+        zygote.pid,
+        guardian.as_ref().map(Guardian::pid),
+        run_dir.path(),
+    );
+    let result = supervise(
+        settings,
+        started,
+        &run_id,
+        listener,
+        &mut zygote,
+        &mut descendants,
+    )
+    .await;
+    // However the run ended, none of its processes outlives it. (The normal
+    // end has already done this, with notes in the report.)
+    zygote.stop().await;
+    for note in descendants.sweep().await.notes() {
+        eprintln!("warning: {note}");
+    }
+    if let Some(guardian) = guardian {
+        guardian.dismiss();
+    }
+    result
+}
 
+/// From collection to the report: everything but starting and ending the
+/// run's processes.
+async fn supervise(
+    settings: RunSettings,
+    started: Instant,
+    run_id: &str,
+    listener: UnixListener,
+    zygote: &mut Zygote,
+    descendants: &mut Descendants,
+) -> Result<i32> {
     let mut signals = StopSignals::new()?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     tokio::spawn(accept_connections(listener, events_tx));
@@ -100,7 +144,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
                 }
                 return Ok(code);
             }
-            name = signals.recv() => return Ok(interrupt_collection(&mut zygote, name).await),
+            name = signals.recv() => return Ok(interrupt_collection(zygote, name).await),
         }
     };
 
@@ -138,7 +182,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         .context("failed to open the reporters' output directories")?;
     policies.set_log_sink(terminal.log_sink());
     let history = History::load(&state_dir, &mut |warning| terminal.warn(&warning));
-    let log = RunLog::create(&state_dir, &run_id, settings.run_log.as_deref())
+    let log = RunLog::create(&state_dir, run_id, settings.run_log.as_deref())
         .context("failed to create the run log")?;
     let plan_history = history.for_tests(tests.iter().map(|t| t.id.as_str()));
     let mut recorder = Recorder::new(terminal, policies, history, log, started);
@@ -160,6 +204,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         )
         .await;
         let _ = tokio::time::timeout(Duration::from_secs(10), zygote.wait()).await;
+        end_leftovers(zygote, descendants, &mut recorder).await;
         let code = if interrupted.is_some() {
             exit_code::INTERRUPTED
         } else if !errors.is_empty() {
@@ -202,7 +247,8 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
     };
     let pool = Pool::new(
         &mut recorder,
-        &mut zygote,
+        zygote,
+        descendants,
         writers,
         zygote_conn,
         limits,
@@ -211,6 +257,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         timeouts,
     );
     let end = pool.run(&mut events, &mut signals).await?;
+    end_leftovers(zygote, descendants, &mut recorder).await;
 
     if !end.not_run.is_empty() {
         recorder.not_run(&end.not_run);
@@ -226,6 +273,18 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         _ => exit_code::OK,
     };
     Ok(recorder.finish(code))
+}
+
+/// Kills what the run left running once the zygote is gone, with a note
+/// naming the test that started each process.
+async fn end_leftovers(
+    zygote: &mut Zygote,
+    descendants: &mut Descendants,
+    recorder: &mut Recorder,
+) {
+    zygote.stop().await;
+    let swept = descendants.sweep().await;
+    recorder.leftovers_killed(&swept);
 }
 
 async fn interrupt_collection(zygote: &mut Zygote, signal: &str) -> i32 {
