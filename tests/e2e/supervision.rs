@@ -830,3 +830,32 @@ fn sigterm_of_runner_with_a_hung_test_and_its_daemon_kills_and_names_them() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_process_started_during_collection_is_killed_at_the_end() {
+    let project = copy_fixture("leaks");
+    let tag = tag();
+    let mut cmd = Command::new(runner_bin());
+    cmd.args(["--", "-k", "no_test_has_this_name"])
+        .env("RUNNER_E2E_TAG", &tag)
+        .env("LEAVE_IN_COLLECTION", "1");
+    let started = Instant::now();
+    let ran = run(cmd, &project.dir);
+    let elapsed = started.elapsed().as_secs_f64();
+    // pytest's own exit code when everything is deselected.
+    ran.assert_code(5);
+    let pids = started_pids(&project.dir);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let pid = pids[0].1;
+    assert!(
+        ran.stdout.contains(&format!(
+            "killed 1 process still running at the end of the run:\n  pid {pid} `sleep 1000`, not started by a test"
+        )),
+        "{}",
+        ran.describe()
+    );
+    assert!(!ran.combined().contains("leaky test"), "{}", ran.describe());
+    assert!(elapsed < MARGIN, "took {elapsed:.1}s");
+    assert_started_pids_gone(&project.dir);
+    assert_no_leftovers(&tag);
+}
