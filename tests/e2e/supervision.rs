@@ -663,10 +663,10 @@ fn leaky_tests_are_reported_and_their_processes_killed(workers: &str) {
             ran.describe()
         );
         assert!(
-            ran.stdout.contains(&format!("pid {pid} `"))
-                && ran
-                    .stdout
-                    .contains(&format!("started by test_leaks.py::{test} (call)")),
+            ran.stdout.lines().any(|line| {
+                line.starts_with(&format!("  pid {pid} `"))
+                    && line.ends_with(&format!("`, started by test_leaks.py::{test} (call)"))
+            }),
             "the closing notes name {test}\n{}",
             ran.describe()
         );
