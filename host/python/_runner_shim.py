@@ -339,6 +339,10 @@ class Zygote:
         # workers share their pages instead of copying them on first GC.
         gc.collect()
         gc.freeze()
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        zygote = os.getpid()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
@@ -370,6 +374,7 @@ class Zygote:
             if message["t"] == "fork":
                 pid = os.fork()
                 if pid == 0:
+                    _die_with_parent(libc, zygote)
                     # Nothing of the zygote's own may outlive the fork
                     # unclosed: the worker would collect it and, under
                     # `filterwarnings = error`, fail on the ResourceWarning.
@@ -425,6 +430,38 @@ class Zygote:
             self.channel.send(message)
         except OSError:
             pass
+
+
+# prctl(2): the signal a process gets when its parent exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(libc, parent):
+    """A worker must not outlive the zygote, which dies with runner: the
+    kernel SIGKILLs it when the zygote exits, however that happens."""
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the zygote died before the signal was armed
+        os._exit(1)
+
+
+def _record_forks(path):
+    """Which test started a process is in its environment (pytest's
+    PYTEST_CURRENT_TEST), except for a fork without exec, which still shows
+    the zygote's: each forked child records its pid and the test here, for
+    runner to name the test if it is left running (see descendants.rs)."""
+
+    def record():
+        try:
+            line = f"{os.getpid()} {json.dumps(os.environ.get('PYTEST_CURRENT_TEST', ''))}\n"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except BaseException:  # never disturb the child: the record is a courtesy
+            pass
+
+    os.register_at_fork(after_in_child=record)
 
 
 class Worker:
@@ -512,6 +549,7 @@ class Worker:
         # Its own process group, so that the host can stop the worker and
         # every process a test started with one signal.
         os.setpgid(0, 0)
+        _record_forks(os.path.join(os.path.dirname(self.plugin.socket_path), "forks"))
         os.environ["PYTEST_XDIST_WORKER"] = self.worker_id
         os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(self.worker_count)
         # What xdist's worker_id/testrun_uid fixtures and cacheprovider read.

@@ -5,7 +5,9 @@
 pub mod cli;
 pub mod config;
 pub mod connections;
+pub mod descendants;
 pub mod exit_code;
+pub mod guardian;
 pub mod model;
 pub mod outcome;
 pub mod panic;
@@ -35,6 +37,9 @@ use crate::run::RunSettings;
 
 /// The whole program; returns the process exit code.
 pub fn main_impl() -> i32 {
+    if let Some(run_id) = guardian::guarded_run() {
+        return guardian::serve(&run_id);
+    }
     panic::install();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -86,7 +91,7 @@ pub fn main_impl() -> i32 {
         }
     };
     let python = match python::find_python(cli.python.as_deref(), &mut |warning| {
-        eprintln!("warning: {warning}")
+        crate::errln!("warning: {warning}")
     }) {
         Ok(python) => python,
         Err(error) => {
@@ -94,8 +99,9 @@ pub fn main_impl() -> i32 {
             return exit_code::USAGE_ERROR;
         }
     };
-    // Workers are the zygote's children; if the zygote dies they become
-    // runner's, so that none escapes.
+    // Every process of the run whose parent dies becomes runner's child, not
+    // init's: workers if the zygote dies, whatever a test detached (setsid,
+    // double fork). So none escapes (see descendants.rs).
     if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
         crate::errln!("warning: could not become a child subreaper: {error}");
     }

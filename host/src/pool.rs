@@ -15,6 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::connections::{ConnEvent, ConnId};
+use crate::descendants::Descendants;
 use crate::outcome::synthetic_report;
 use crate::recorder::Recorder;
 use crate::wire::{self, Inbound, Outbound, Role, SessionStop, WireError};
@@ -22,7 +23,7 @@ use crate::zygote::Zygote;
 
 /// After the traceback dump, how long a timed-out worker gets before SIGTERM.
 const DUMP_WAIT: Duration = Duration::from_millis(300);
-/// Between SIGTERM and SIGKILL.
+/// Between SIGTERM and SIGKILL of a hung test's processes.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait for a lost worker's exit status and last evidence.
 const EXIT_STATUS_WAIT: Duration = Duration::from_secs(2);
@@ -114,8 +115,9 @@ enum Stage {
     Running,
     /// SIGUSR1 sent: faulthandler dumps every thread's traceback.
     Dumped(Instant),
-    Terminated(Instant),
-    Killed,
+    /// SIGTERM sent; the SIGKILL that follows is `Descendants`' to send,
+    /// as it must come even if the worker dies of the SIGTERM.
+    Terminated,
 }
 
 struct Running {
@@ -155,6 +157,7 @@ struct Worker {
 pub struct Pool<'a> {
     recorder: &'a mut Recorder,
     zygote: &'a mut Zygote,
+    descendants: &'a mut Descendants,
     writers: HashMap<ConnId, OwnedWriteHalf>,
     zygote_conn: ConnId,
     zygote_alive: bool,
@@ -184,6 +187,7 @@ impl<'a> Pool<'a> {
         started: Instant,
         recorder: &'a mut Recorder,
         zygote: &'a mut Zygote,
+        descendants: &'a mut Descendants,
         writers: HashMap<ConnId, OwnedWriteHalf>,
         zygote_conn: ConnId,
         limits: Limits,
@@ -195,6 +199,7 @@ impl<'a> Pool<'a> {
         Pool {
             recorder,
             zygote,
+            descendants,
             writers,
             zygote_conn,
             zygote_alive: true,
@@ -431,9 +436,9 @@ impl<'a> Pool<'a> {
                         (Some(signal), _) => ExitStatus::Signal(signal),
                         (None, code) => ExitStatus::Code(code.unwrap_or(0)),
                     });
-                    // A worker that died before it connected has no
-                    // connection to lose: it is lost now.
-                    if state.conn.is_none() && state.lost_at.is_none() {
+                    // Lost now, even if its connections stay open: a
+                    // process it forked (a daemon) may hold them.
+                    if state.lost_at.is_none() {
                         state.lost_at = Some(Instant::now());
                     }
                     self.try_finalize(&worker).await?;
@@ -519,7 +524,11 @@ impl<'a> Pool<'a> {
         let Some(lost_at) = worker.lost_at else {
             return Ok(());
         };
-        let settled = worker.exit.is_some() && !worker.evidence_open;
+        // All it had to say has arrived once its connections closed, or
+        // once it has no test left to report on.
+        let heard = (worker.conn.is_none() && !worker.evidence_open)
+            || (worker.assigned.is_empty() && worker.running.is_none());
+        let settled = worker.exit.is_some() && heard;
         if !settled && self.zygote_alive && lost_at.elapsed() < EXIT_STATUS_WAIT {
             return Ok(());
         }
@@ -683,12 +692,8 @@ impl<'a> Pool<'a> {
                     Stage::Dumped(now)
                 }
                 Stage::Dumped(at) if at.elapsed() >= DUMP_WAIT => {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-                    Stage::Terminated(now)
-                }
-                Stage::Terminated(at) if at.elapsed() >= TERM_GRACE => {
-                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-                    Stage::Killed
+                    self.descendants.stop_test(pid, &running.id, TERM_GRACE);
+                    Stage::Terminated
                 }
                 stage => stage,
             };
@@ -696,6 +701,7 @@ impl<'a> Pool<'a> {
         for notice in notices {
             self.recorder.terminal.notice(&notice);
         }
+        self.check_leftovers();
         let lost: Vec<String> = self
             .workers
             .iter()
@@ -706,6 +712,22 @@ impl<'a> Pool<'a> {
             self.try_finalize(&id).await?;
         }
         Ok(())
+    }
+
+    /// Reports the processes tests left running once they ended.
+    fn check_leftovers(&mut self) {
+        let workers = &self.workers;
+        let pids = workers
+            .iter()
+            .filter_map(|(id, w)| Some((w.pid?, id.as_str())));
+        let running = |test: &str| {
+            workers
+                .values()
+                .any(|w| w.running.as_ref().is_some_and(|r| r.id == test))
+        };
+        for leftover in self.descendants.check(pids, running) {
+            self.recorder.leaked(&leftover);
+        }
     }
 
     fn kill_workers(&mut self) {

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::descendants::{Leftover, Swept};
 use crate::model::{RunEvent, TestResult};
 use crate::outcome::test_result;
 use crate::policy::Policies;
@@ -35,7 +36,12 @@ pub struct Recorder {
     /// Per test, whether pytest's cacheprovider would now count it as
     /// failed (true) or not (false), for `--lf` in the next run.
     last_failed: Vec<(String, bool)>,
+    /// Processes tests left running, reported so far.
+    leaks: usize,
 }
+
+/// Leaky tests named in notes; the run log has them all.
+const LEAK_NOTES: usize = 20;
 
 impl Recorder {
     pub fn new(
@@ -61,6 +67,7 @@ impl Recorder {
             recorded: 0,
             started,
             last_failed: Vec::new(),
+            leaks: 0,
         }
     }
 
@@ -74,6 +81,42 @@ impl Recorder {
     /// A note found once the run is over: shown once, before the closing line.
     pub fn closing_note(&mut self, message: String) {
         self.notes.push(message);
+    }
+
+    /// A process a test left running after it ended: a note and a log
+    /// line, not a failure (pytest doesn't fail such a test either).
+    pub fn leaked(&mut self, leftover: &Leftover) {
+        self.log(LogLine::LeakedProcess {
+            test: leftover.test().map(str::to_owned),
+            pid: leftover.pid,
+            command: leftover.command.clone(),
+        });
+        self.leaks += 1;
+        if self.leaks <= LEAK_NOTES {
+            self.note(format!(
+                "leaky test: {} left a process running after it ended: pid {} `{}`",
+                leftover.test().unwrap_or("?"),
+                leftover.pid,
+                leftover.command
+            ));
+        } else if self.leaks == LEAK_NOTES + 1 {
+            self.note("more tests left processes running; the run log lists them all".into());
+        }
+    }
+
+    /// The processes killed at the end of the run, in the log and the notes.
+    pub fn leftovers_killed(&mut self, swept: &Swept) {
+        for leftover in &swept.killed {
+            self.log(LogLine::LeftoverKilled {
+                test: leftover.test().map(str::to_owned),
+                origin: leftover.origin.to_string(),
+                pid: leftover.pid,
+                command: leftover.command.clone(),
+            });
+        }
+        for note in swept.notes() {
+            self.note(note);
+        }
     }
 
     /// Marks the run as stopped early, for the closing report.

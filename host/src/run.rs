@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::connections::ConnEvent;
 use crate::connections::{ConnId, accept_connections};
+use crate::descendants::Descendants;
 use crate::exit_code;
+use crate::guardian::Guardian;
 use crate::model::PlanContext;
 use crate::policy::Policies;
 use crate::pool::{Limits, Pool, StopReason, StopSignals};
@@ -51,6 +53,13 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         .context("failed to create a temporary directory")?;
     let socket = run_dir.path().join("socket");
     let listener = UnixListener::bind(&socket).context("failed to listen on a unix socket")?;
+    let guardian = Guardian::start(&run_id)
+        .inspect_err(|error| {
+            crate::errln!(
+                "warning: could not start runner's guardian process ({error}); if runner is killed, processes of this run may outlive it"
+            )
+        })
+        .ok();
     let mut zygote = Zygote::spawn(&ZygoteSpec {
         python: &settings.python,
         run_dir: run_dir.path(),
@@ -59,7 +68,42 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         pytest_args: &settings.pytest_args,
     })
     .with_context(|| format!("failed to start Python ({})", settings.python.display()))?;
+    let mut descendants = Descendants::new(
+        zygote.pid,
+        guardian.as_ref().map(Guardian::pid),
+        run_dir.path(),
+    );
+    let result = supervise(
+        settings,
+        started,
+        &run_id,
+        listener,
+        &mut zygote,
+        &mut descendants,
+    )
+    .await;
+    // However the run ended, none of its processes outlives it. (The normal
+    // end has already done this, with notes in the report.)
+    zygote.stop().await;
+    for note in descendants.sweep().await.notes() {
+        crate::errln!("warning: {note}");
+    }
+    if let Some(guardian) = guardian {
+        guardian.dismiss();
+    }
+    result
+}
 
+/// From collection to the report: everything but starting and ending the
+/// run's processes.
+async fn supervise(
+    settings: RunSettings,
+    started: Instant,
+    run_id: &str,
+    listener: UnixListener,
+    zygote: &mut Zygote,
+    descendants: &mut Descendants,
+) -> Result<i32> {
     let mut signals = StopSignals::new()?;
     let (events_tx, mut events) = mpsc::unbounded_channel();
     tokio::spawn(accept_connections(listener, events_tx));
@@ -106,7 +150,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
                 }
                 return Ok(code);
             }
-            name = signals.recv() => return Ok(interrupt_collection(&mut zygote, name).await),
+            name = signals.recv() => return Ok(interrupt_collection(zygote, name).await),
             _ = sleep_until_deadline(global_deadline) => {
                 let secs = settings.limits.global_timeout.unwrap_or_default();
                 zygote.kill_all();
@@ -158,7 +202,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
     let history = History::load(&state_dir, &mut |warning| terminal.warn(&warning));
     let log = RunLog::create(
         &state_dir,
-        &run_id,
+        run_id,
         settings.run_log.as_deref(),
         &mut |warning| terminal.warn(&warning),
     );
@@ -179,6 +223,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         )
         .await;
         let _ = tokio::time::timeout(Duration::from_secs(10), zygote.wait()).await;
+        end_leftovers(zygote, descendants, &mut recorder).await;
         let code = if interrupted.is_some() {
             exit_code::INTERRUPTED
         } else if !errors.is_empty() {
@@ -210,6 +255,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         )
         .await;
         let _ = tokio::time::timeout(Duration::from_secs(10), zygote.wait()).await;
+        end_leftovers(zygote, descendants, &mut recorder).await;
         let code = if errors.is_empty() {
             exit_code::NO_TESTS_COLLECTED
         } else {
@@ -232,7 +278,8 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
     let pool = Pool::new(
         started,
         &mut recorder,
-        &mut zygote,
+        zygote,
+        descendants,
         writers,
         zygote_conn,
         limits,
@@ -241,6 +288,7 @@ pub async fn run(settings: RunSettings) -> Result<i32> {
         timeouts,
     );
     let end = pool.run(&mut events, &mut signals).await?;
+    end_leftovers(zygote, descendants, &mut recorder).await;
 
     if !end.not_run.is_empty() {
         recorder.not_run(&end.not_run);
@@ -278,6 +326,18 @@ async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+
+/// Kills what the run left running once the zygote is gone, with a note
+/// naming the test that started each process.
+async fn end_leftovers(
+    zygote: &mut Zygote,
+    descendants: &mut Descendants,
+    recorder: &mut Recorder,
+) {
+    zygote.stop().await;
+    let swept = descendants.sweep().await;
+    recorder.leftovers_killed(&swept);
 }
 
 async fn interrupt_collection(zygote: &mut Zygote, signal: &str) -> i32 {

@@ -43,6 +43,21 @@ pub enum LogLine {
     },
     /// A planned test that did not run (the run stopped early).
     NotRun { id: String },
+    /// A process a test left running after it ended (a leaky test).
+    LeakedProcess {
+        /// The test that started it, when known.
+        test: Option<String>,
+        pid: i32,
+        command: String,
+    },
+    /// A process of the run still alive at its end, killed.
+    LeftoverKilled {
+        test: Option<String>,
+        /// Who started it, in words (a test, collection, unknown).
+        origin: String,
+        pid: i32,
+        command: String,
+    },
     /// The run is over.
     RunFinished {
         exit_code: i32,

@@ -58,10 +58,13 @@ pub struct ZygoteSpec<'a> {
 }
 
 impl Zygote {
+    /// Must be called on runner's main thread (see `die_with_runner`).
     pub fn spawn(spec: &ZygoteSpec) -> std::io::Result<Zygote> {
         let shim: PathBuf = spec.run_dir.join("_runner_shim.py");
         std::fs::write(&shim, SHIM_SOURCE)?;
-        let mut child = Command::new(spec.python)
+        let mut command = Command::new(spec.python);
+        die_with_runner(&mut command)?;
+        let mut child = command
             .arg("-c")
             .arg(BOOTSTRAP)
             .args(spec.pytest_args)
@@ -102,6 +105,14 @@ impl Zygote {
         Ok(status)
     }
 
+    /// Makes sure the zygote is gone: kills it if it still runs, and waits.
+    pub async fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill_all();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.wait()).await;
+        }
+    }
+
     /// Kills the zygote and everything in its process group (the workers).
     pub fn kill_all(&self) {
         use nix::sys::signal::{Signal, killpg};
@@ -115,6 +126,35 @@ impl Zygote {
         };
         (text(&self.stdout), text(&self.stderr))
     }
+}
+
+/// The zygote gets SIGKILL when runner dies, however it dies (the workers
+/// have the same tie to the zygote, see the shim). The kernel sends this
+/// parent-death signal when the *thread* that spawned the child exits, so
+/// the zygote must be spawned from the main thread, which lives as long as
+/// runner: `run::run` runs there, in `Runtime::block_on`, not in a task.
+fn die_with_runner(command: &mut Command) -> std::io::Result<()> {
+    use nix::unistd::{getpid, getppid, gettid};
+    if gettid() != getpid() {
+        return Err(std::io::Error::other(
+            "the zygote must be started from runner's main thread",
+        ));
+    }
+    let runner = getpid();
+    // SAFETY: the closure runs in the forked child before exec; it makes two
+    // system calls and allocates nothing, so it is async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // runner may have died before the signal was armed.
+            if getppid() != runner {
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 fn keep_output(
