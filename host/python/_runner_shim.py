@@ -16,6 +16,7 @@ import faulthandler
 import gc
 import io
 import json
+import math
 import os
 import platform
 import random
@@ -173,17 +174,17 @@ def _timeout(item):
     if mark is None:
         return None
     value = mark.args[0] if mark.args else mark.kwargs.get("timeout")
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
+    return None if value is None else _float_or_none(value)
 
 
-def _float_or_none(text):
+def _float_or_none(value):
+    """A finite number of seconds, or None: JSON has no inf or NaN, and the
+    host reads no limit where there is none."""
     try:
-        return float(text) if text else None
-    except ValueError:
+        number = float(value) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _describe(item):
@@ -528,6 +529,12 @@ class Worker:
             if len(self.pending) >= 2 or (self.shutting_down and self.pending):
                 item = self.pending.popleft()
                 self._run(channel, item, self.pending[0] if self.pending else None)
+                if self.session.shouldfail:
+                    # --maxfail reached by this worker's own failures (pytest
+                    # counts them in its session): start nothing more. The
+                    # host, which counts every worker's, has stopped too.
+                    self.pending.clear()
+                    self.shutting_down = True
             elif self.shutting_down:
                 break
             else:

@@ -25,11 +25,15 @@ pub struct RunClock {
 
 impl RunClock {
     pub fn new() -> RunClock {
-        let now = Instant::now();
+        RunClock::starting_at(Instant::now())
+    }
+
+    /// A clock whose run time 0 is `origin` (when runner started).
+    pub fn starting_at(origin: Instant) -> RunClock {
         RunClock {
-            origin: now,
+            origin,
             paused: Duration::ZERO,
-            last_wakeup: now,
+            last_wakeup: Instant::now(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! collect (zygote) -> plan (policy) -> dispatch (run) -> record -> report.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod descendants;

@@ -7,6 +7,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::clock::{RunClock, RunInstant};
+
 use anyhow::{Context, Result};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
@@ -27,6 +29,9 @@ const DUMP_WAIT: Duration = Duration::from_millis(300);
 const TERM_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait for a lost worker's exit status and last evidence.
 const EXIT_STATUS_WAIT: Duration = Duration::from_secs(2);
+/// How long the zygote has to fork a worker: it does nothing else, so
+/// missing this means it is stopped (SIGSTOP) or wedged.
+const FORK_DEADLINE: Duration = Duration::from_secs(10);
 /// Evidence kept per worker.
 const EVIDENCE_LIMIT: usize = 1024 * 1024;
 const TICK: Duration = Duration::from_millis(50);
@@ -80,6 +85,8 @@ pub enum StopReason {
     GlobalTimeout(f64),
     RestartLimit(u32),
     ZygoteDied(String),
+    /// The zygote missed the fork deadline.
+    ZygoteStuck,
     Signal(&'static str),
     /// A test stopped pytest's session: pytest runs nothing more either.
     Session(SessionStop),
@@ -94,10 +101,19 @@ impl StopReason {
                 format!("workers crashed {n} times, the --max-worker-restart limit; stopping")
             }
             StopReason::ZygoteDied(status) => format!("the zygote died ({status})"),
+            StopReason::ZygoteStuck => "the zygote can't fork workers; stopping".to_owned(),
             StopReason::Signal(name) => name.to_string(),
             StopReason::Session(stop) => stop.reason.clone(),
         }
     }
+}
+
+/// What woke the run loop.
+enum Wake {
+    Signal(&'static str),
+    Event(ConnEvent),
+    ZygoteExited(std::io::Result<std::process::ExitStatus>),
+    Tick,
 }
 
 /// How a run's worker phase ended.
@@ -114,7 +130,7 @@ pub struct PoolEnd {
 enum Stage {
     Running,
     /// SIGUSR1 sent: faulthandler dumps every thread's traceback.
-    Dumped(Instant),
+    Dumped(RunInstant),
     /// SIGTERM sent; the SIGKILL that follows is `Descendants`' to send,
     /// as it must come even if the worker dies of the SIGTERM.
     Terminated,
@@ -122,7 +138,7 @@ enum Stage {
 
 struct Running {
     id: String,
-    since: Instant,
+    since: RunInstant,
     timeout: Option<Duration>,
     stage: Stage,
     slow_notices: u32,
@@ -138,6 +154,8 @@ enum ExitStatus {
 
 #[derive(Default)]
 struct Worker {
+    /// When the zygote was asked to fork it.
+    asked_at: RunInstant,
     pid: Option<i32>,
     conn: Option<ConnId>,
     assigned: VecDeque<String>,
@@ -146,7 +164,7 @@ struct Worker {
     evidence_open: bool,
     exit: Option<ExitStatus>,
     /// When its command connection closed.
-    lost_at: Option<Instant>,
+    lost_at: Option<RunInstant>,
     /// Told to shut down: leaving now is expected.
     released: bool,
     /// Its test timed out and it is being stopped: whatever it still sends
@@ -161,6 +179,8 @@ pub struct Pool<'a> {
     writers: HashMap<ConnId, OwnedWriteHalf>,
     zygote_conn: ConnId,
     zygote_alive: bool,
+    /// The zygote missed the fork deadline: it answers nothing more.
+    zygote_stuck: bool,
     limits: Limits,
     worker_count: u32,
     next_worker: u32,
@@ -178,7 +198,11 @@ pub struct Pool<'a> {
     stop_told: bool,
     not_run: Vec<String>,
     untrusted: Vec<String>,
-    started: Instant,
+    /// Timeouts, the global deadline and slow notices are on this clock.
+    clock: RunClock,
+    /// runner was stopped since the last tick: judge no deadline until
+    /// what arrived meanwhile has been read.
+    resumed: bool,
 }
 
 impl<'a> Pool<'a> {
@@ -203,6 +227,7 @@ impl<'a> Pool<'a> {
             writers,
             zygote_conn,
             zygote_alive: true,
+            zygote_stuck: false,
             limits,
             worker_count,
             next_worker: 0,
@@ -218,7 +243,8 @@ impl<'a> Pool<'a> {
             stop_told: false,
             not_run: Vec::new(),
             untrusted: Vec::new(),
-            started,
+            clock: RunClock::starting_at(started),
+            resumed: false,
         }
     }
 
@@ -229,14 +255,28 @@ impl<'a> Pool<'a> {
         signals: &mut StopSignals,
     ) -> Result<PoolEnd> {
         let mut tick = tokio::time::interval(TICK);
+        // After runner was stopped, one prompt tick, not a burst of them.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for _ in 0..self.worker_count {
             self.fork().await?;
         }
         while !self.done() {
-            tokio::select! {
-                event = events.recv() => self.on_event(event.expect("the accept task holds a sender")).await?,
-                _ = tick.tick() => self.on_tick().await?,
-                status = self.zygote.wait(), if self.zygote_alive => {
+            // What is ready is handled before the tick, so that no deadline
+            // is judged while a result that arrived waits in the channel.
+            let wake = tokio::select! {
+                biased;
+                name = signals.recv() => Wake::Signal(name),
+                event = events.recv() => Wake::Event(event.expect("the accept task holds a sender")),
+                status = self.zygote.wait(), if self.zygote_alive => Wake::ZygoteExited(status),
+                _ = tick.tick() => Wake::Tick,
+            };
+            if self.clock.observe(TICK) {
+                self.resumed = true;
+            }
+            match wake {
+                Wake::Event(event) => self.on_event(event).await?,
+                Wake::Tick => self.on_tick().await?,
+                Wake::ZygoteExited(status) => {
                     self.zygote_alive = false;
                     let status = status?;
                     let (_, stderr) = self.zygote.output();
@@ -249,7 +289,7 @@ impl<'a> Pool<'a> {
                     self.stop_dispatching(StopReason::ZygoteDied(status.to_string()));
                     self.kill_workers();
                 }
-                name = signals.recv() => self.interrupt(name),
+                Wake::Signal(name) => self.interrupt(name),
             }
             if matches!(self.stop, Some(StopReason::Signal(_))) {
                 break;
@@ -298,7 +338,14 @@ impl<'a> Pool<'a> {
         if !self.send(self.zygote_conn, &message).await {
             anyhow::bail!("failed to ask the zygote for a worker: its connection is gone");
         }
-        self.workers.insert(id, Worker::default());
+        let asked_at = self.clock.now();
+        self.workers.insert(
+            id,
+            Worker {
+                asked_at,
+                ..Worker::default()
+            },
+        );
         Ok(())
     }
 
@@ -372,10 +419,11 @@ impl<'a> Pool<'a> {
             Inbound::Ready => self.dispatch(conn).await,
             Inbound::Started { id } => {
                 let timeout = self.timeouts.get(&id).copied().or(self.limits.timeout);
+                let since = self.clock.now();
                 if let Some(worker) = self.worker_of(conn) {
                     worker.running = Some(Running {
                         id,
-                        since: Instant::now(),
+                        since,
                         timeout: timeout.filter(|t| *t > 0.0).map(Duration::from_secs_f64),
                         stage: Stage::Running,
                         slow_notices: 0,
@@ -439,7 +487,7 @@ impl<'a> Pool<'a> {
                     // Lost now, even if its connections stay open: a
                     // process it forked (a daemon) may hold them.
                     if state.lost_at.is_none() {
-                        state.lost_at = Some(Instant::now());
+                        state.lost_at = Some(self.clock.now());
                     }
                     self.try_finalize(&worker).await?;
                 }
@@ -501,7 +549,7 @@ impl<'a> Pool<'a> {
             if evidence {
                 worker.evidence_open = false;
             } else {
-                worker.lost_at = Some(Instant::now());
+                worker.lost_at = Some(self.clock.now());
                 worker.conn = None;
                 if !zygote_alive {
                     // Nobody will report its exit status: it was ours to reap.
@@ -529,7 +577,8 @@ impl<'a> Pool<'a> {
         let heard = (worker.conn.is_none() && !worker.evidence_open)
             || (worker.assigned.is_empty() && worker.running.is_none());
         let settled = worker.exit.is_some() && heard;
-        if !settled && self.zygote_alive && lost_at.elapsed() < EXIT_STATUS_WAIT {
+        let waited = self.clock.now().saturating_sub(lost_at);
+        if !settled && self.zygote_answers() && waited < EXIT_STATUS_WAIT {
             return Ok(());
         }
         let mut worker = self.workers.remove(id).expect("checked above");
@@ -539,7 +588,7 @@ impl<'a> Pool<'a> {
             self.record_lost_test(id, &worker, running);
         } else if !clean_exit
             && !matches!(self.stop, Some(StopReason::Signal(_)))
-            && self.zygote_alive
+            && self.zygote_answers()
         {
             let how = describe_exit(worker.exit);
             self.untrusted
@@ -559,7 +608,7 @@ impl<'a> Pool<'a> {
     }
 
     fn record_lost_test(&mut self, worker_id: &str, worker: &Worker, running: Running) {
-        let elapsed = running.since.elapsed().as_secs_f64();
+        let elapsed = self.clock.now().saturating_sub(running.since).as_secs_f64();
         let pid = worker.pid.map_or(String::new(), |p| format!(" (pid {p})"));
         let evidence = String::from_utf8_lossy(&worker.evidence).into_owned();
         let (category, message, mut text) = if running.stage != Stage::Running {
@@ -652,25 +701,30 @@ impl<'a> Pool<'a> {
     }
 
     async fn on_tick(&mut self) -> Result<()> {
-        let now = Instant::now();
-        if let Some(limit) = self.limits.global_timeout {
-            if self.started.elapsed().as_secs_f64() > limit && self.stop.is_none() {
-                self.stop_dispatching(StopReason::GlobalTimeout(limit));
-                for worker in self.workers.values_mut() {
-                    if let Some(running) = &mut worker.running {
-                        running.global = true;
-                        running.timeout = Some(running.since.elapsed());
-                    }
+        if std::mem::take(&mut self.resumed) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        if let Some(limit) = self.limits.global_timeout
+            && now.as_secs_f64() > limit
+            && self.stop.is_none()
+        {
+            self.stop_dispatching(StopReason::GlobalTimeout(limit));
+            for worker in self.workers.values_mut() {
+                if let Some(running) = &mut worker.running {
+                    running.global = true;
+                    running.timeout = Some(now.saturating_sub(running.since));
                 }
             }
         }
+        self.check_forks(now);
         let slow = self.limits.slow;
         let mut notices = Vec::new();
         for (id, worker) in &mut self.workers {
             let (Some(running), Some(pid)) = (&mut worker.running, worker.pid) else {
                 continue;
             };
-            let elapsed = running.since.elapsed();
+            let elapsed = now.saturating_sub(running.since);
             if let Some(slow) = slow.filter(|s| *s > 0.0) {
                 let crossed = (elapsed.as_secs_f64() / slow) as u32;
                 if crossed > running.slow_notices {
@@ -691,7 +745,7 @@ impl<'a> Pool<'a> {
                     let _ = kill(Pid::from_raw(pid), Signal::SIGUSR1);
                     Stage::Dumped(now)
                 }
-                Stage::Dumped(at) if at.elapsed() >= DUMP_WAIT => {
+                Stage::Dumped(at) if now.saturating_sub(at) >= DUMP_WAIT => {
                     self.descendants.stop_test(pid, &running.id, TERM_GRACE);
                     Stage::Terminated
                 }
@@ -712,6 +766,36 @@ impl<'a> Pool<'a> {
             self.try_finalize(&id).await?;
         }
         Ok(())
+    }
+
+    /// A worker the zygote has not forked by the deadline means the zygote
+    /// can't fork (stopped, wedged): no new test can start, so the run
+    /// stops dispatching; the tests already running finish.
+    fn check_forks(&mut self, now: RunInstant) {
+        if self.zygote_stuck || !self.zygote_alive {
+            return;
+        }
+        let late = |w: &Worker| w.pid.is_none() && now.saturating_sub(w.asked_at) > FORK_DEADLINE;
+        if !self.workers.values().any(late) {
+            return;
+        }
+        self.zygote_stuck = true;
+        self.workers.retain(|_, w| !late(w));
+        let state = match process_state(self.zygote.pid) {
+            Some('T' | 't') => " (it is stopped: SIGSTOP or a debugger)",
+            _ => "",
+        };
+        self.recorder.note(format!(
+            "the zygote (pid {}) did not fork a worker within {}s{state}; no new test starts",
+            self.zygote.pid,
+            FORK_DEADLINE.as_secs()
+        ));
+        self.stop_dispatching(StopReason::ZygoteStuck);
+    }
+
+    /// Whether the zygote still answers: forks workers, reports their exits.
+    fn zygote_answers(&self) -> bool {
+        self.zygote_alive && !self.zygote_stuck
     }
 
     /// Reports the processes tests left running once they ended.
@@ -746,7 +830,7 @@ impl<'a> Pool<'a> {
 
     /// Ends the worker phase: a clean goodbye to the zygote, or no mercy.
     async fn shut_down(&mut self) {
-        let clean = self.zygote_alive && !matches!(self.stop, Some(StopReason::Signal(_)));
+        let clean = self.zygote_answers() && !matches!(self.stop, Some(StopReason::Signal(_)));
         if clean {
             let (failed, passed) = self.recorder.last_failed();
             let message = Outbound::LastFailed {
@@ -823,6 +907,14 @@ impl Queue {
         }
         ids
     }
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, D, T, t, Z...).
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: the state follows
+    // the last `)`.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// Reaps a worker that became runner's child when the zygote died (runner

@@ -263,13 +263,18 @@ fn timeouts_from_pytest_that_could_never_fire_are_no_timeouts() {
         "import pytest\n\n\
          @pytest.mark.timeout(1e300)\ndef test_huge():\n    pass\n\n\
          @pytest.mark.timeout(-1)\ndef test_negative():\n    pass\n\n\
-         @pytest.mark.timeout(0)\ndef test_zero():\n    pass\n",
+         @pytest.mark.timeout(0)\ndef test_zero():\n    pass\n\n\
+         @pytest.mark.timeout(float('inf'))\ndef test_inf():\n    pass\n\n\
+         @pytest.mark.timeout(float('nan'))\ndef test_nan():\n    pass\n\n\
+         @pytest.mark.timeout(10**400)\ndef test_overflow():\n    pass\n",
     )
     .unwrap();
     for ini in [
         "runner_timeout=1e12",
         "runner_timeout=-5",
         "runner_timeout=0",
+        "runner_timeout=inf",
+        "runner_timeout=nan",
     ] {
         let tag = tag();
         let log = p.dir.join("run.jsonl");
@@ -289,7 +294,7 @@ fn timeouts_from_pytest_that_could_never_fire_are_no_timeouts() {
         );
         ran.assert_code(0);
         let (results, _) = read_log(&log);
-        assert_eq!(results.len(), 11, "{}", ran.describe());
+        assert_eq!(results.len(), 14, "{}", ran.describe());
         assert!(results.values().all(|r| r.outcome == "passed"));
         assert!(secs < 60.0, "took {secs:.1}s");
         assert_no_leftovers(&tag);

@@ -222,3 +222,144 @@ fn an_untrusted_run_says_so_once_and_its_closing_line_is_red() {
     assert!(closing.contains("\x1b[31m"), "red: {closing:?}");
     assert!(!closing.contains("\x1b[32m"), "never green: {closing:?}");
 }
+
+/// Runs the `suspend` fixture's test `selected` (and `test_after`) with a
+/// 3 s timeout, and stops runner for 3.5 s once the test has started.
+fn stopped_while(selected: &str) {
+    let project = copy_fixture("suspend");
+    let marks = tempfile::tempdir().unwrap();
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let selection = format!("{selected} or test_after");
+    let mut child = Command::new(runner_bin())
+        .args([
+            "-n",
+            "1",
+            "--timeout",
+            "3",
+            "--run-log",
+            log.to_str().unwrap(),
+        ])
+        .args(["--", "-k", &selection])
+        .current_dir(&project.dir)
+        .env("RUNNER_E2E_TAG", &tag)
+        .env("SUSPEND_MARKS", marks.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !marks.path().join("started").exists() {
+        assert!(Instant::now() < deadline, "the test never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    let (results, _) = read_log(&log);
+    let outcomes: Vec<_> = results
+        .iter()
+        .map(|(id, r)| format!("{id}: {}", r.outcome))
+        .collect();
+    assert_eq!(status.code(), Some(0), "{selected}: {outcomes:?}");
+    assert_eq!(results.len(), 2, "{selected}: {outcomes:?}");
+    assert!(
+        results.values().all(|r| r.outcome == "passed"),
+        "{selected}: {outcomes:?}"
+    );
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn time_runner_itself_is_stopped_does_not_count_against_a_running_test() {
+    // 4 s against a 3 s timeout, 3.5 s of which runner was stopped: 0.5 s
+    // of runner's time.
+    stopped_while("test_outlives_the_stop");
+}
+
+#[test]
+fn a_result_that_arrived_while_runner_was_stopped_is_read_first() {
+    // Ended 1 s into a 3.5 s stop: its result waits in the socket when
+    // runner resumes past the test's 3 s timeout.
+    stopped_while("test_ends_during_the_stop");
+}
+
+#[test]
+fn a_zygote_that_cannot_fork_ends_the_run_with_every_result_kept() {
+    let project = copy_fixture("zygote_stops");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let (ran, elapsed) = runner_tagged(
+        &project.dir,
+        &tag,
+        &["-n", "1", "--run-log", log.to_str().unwrap()],
+    );
+    ran.assert_code(1);
+    assert!(
+        ran.combined()
+            .contains("did not fork a worker within 10s (it is stopped"),
+        "{}",
+        ran.describe()
+    );
+    let (results, lines) = read_log(&log);
+    assert_eq!(
+        results["test_zygote_stops.py::test_first"].outcome,
+        "passed"
+    );
+    assert_eq!(
+        results["test_zygote_stops.py::test_stops_the_zygote_then_dies"].outcome,
+        "crashed"
+    );
+    let not_run = lines.iter().filter(|l| l["type"] == "not-run").count();
+    assert_eq!(results.len() + not_run, 5, "{}", ran.describe());
+    assert!(elapsed < 30.0, "took {elapsed:.1}s");
+    assert_no_leftovers(&tag);
+}
+
+#[test]
+fn maxfail_starts_nothing_once_the_limit_is_reached() {
+    // One worker: it holds the tests after the failing one, and must not
+    // start them. pytest -x runs exactly the first six (the sixth fails).
+    let project = copy_fixture("slow");
+    let log = project.dir.join("run.jsonl");
+    let tag = tag();
+    let (ran, _) = runner_tagged(
+        &project.dir,
+        &tag,
+        &["-n", "1", "--run-log", log.to_str().unwrap(), "--", "-x"],
+    );
+    ran.assert_code(1);
+    let (results, _) = read_log(&log);
+    assert_eq!(results.len(), 6, "{}", ran.describe());
+    assert_eq!(results["test_slow.py::test_sleeps[5]"].outcome, "failed");
+    // Two workers: after the failure arrives, at most the test the other
+    // worker was already running finishes.
+    let (ran, _) = runner_tagged(
+        &project.dir,
+        &tag,
+        &["-n", "2", "--run-log", log.to_str().unwrap(), "--", "-x"],
+    );
+    ran.assert_code(1);
+    let (_, lines) = read_log(&log);
+    let arrivals: Vec<(f64, &str)> = lines
+        .iter()
+        .filter(|l| l["type"] == "result")
+        .map(|l| {
+            (
+                l["at_secs"].as_f64().unwrap(),
+                l["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let failed_at = arrivals.iter().find(|(_, o)| *o == "failed").unwrap().0;
+    let after = arrivals.iter().filter(|(at, _)| *at > failed_at).count();
+    assert!(
+        after <= 1,
+        "{after} results after the failure\n{}",
+        ran.describe()
+    );
+    assert_no_leftovers(&tag);
+}
