@@ -17,7 +17,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::PolicyError;
 use super::bindings::{host, types};
 use super::cache;
-use super::log::{GuestStream, LogSink, PluginLog, shorten};
+use super::log::{GuestStream, LogSink, PluginLog};
+use super::text::safe;
 
 /// Epoch granularity: a deadline fires within one tick of its time.
 const TICK: Duration = Duration::from_millis(10);
@@ -96,7 +97,7 @@ impl PolicyEngine {
         cache::load(&self.engine, plugin, wasm, self.cache_dir.as_deref()).map_err(|e| {
             PolicyError::Load {
                 plugin: plugin.to_owned(),
-                cause: shorten(&format!("{e:#}")),
+                cause: safe(&format!("{e:#}")),
             }
         })
     }
@@ -229,7 +230,7 @@ pub(crate) fn call<T, R>(
         Ok(Err(message)) => Err(PolicyError::Failed {
             plugin: plugin(),
             func,
-            message: shorten(&message),
+            message: safe(&message),
         }),
         Err(e) => Err(PolicyError::Trapped {
             plugin: plugin(),
@@ -263,6 +264,6 @@ fn describe_trap(e: &wasmtime::Error, limits: &SandboxLimits) -> String {
             "exceeded its memory limit of {} MiB",
             limits.memory_bytes >> 20
         ),
-        None => shorten(&format!("{e:#}")),
+        None => safe(&format!("{e:#}")),
     }
 }

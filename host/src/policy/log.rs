@@ -1,7 +1,8 @@
 //! What a plugin says: `host.log` calls and WASI stdout/stderr become log
-//! lines tagged with the plugin's name, made safe for a terminal, bounded
-//! in length and in number, and sent to one [`LogSink`] (stderr until the
-//! run's terminal takes over, so lines never garble the progress bar).
+//! lines tagged with the plugin's name, made safe for a terminal (see
+//! `text`), bounded in length, in number and in total bytes per run, and
+//! sent to one [`LogSink`] (stderr until the run's terminal takes over, so
+//! lines never garble the progress bar).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,10 +13,13 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Longest message shown; the rest is cut.
-pub(crate) const MAX_MESSAGE: usize = 4096;
+use super::text::{MAX_TEXT, safe};
+
 /// Log lines one plugin may emit in a run; later ones are dropped.
 const MAX_LINES: usize = 1000;
+/// Bytes of text one plugin may have shown in a run (log lines and the
+/// reasons it gives), so that no plugin can flood a CI log.
+pub(crate) const MAX_SHOWN_BYTES: usize = 1 << 20;
 /// Bytes a guest may write to stdout/stderr in one `write` call.
 const WRITE_PERMIT: usize = 64 << 10;
 
@@ -43,20 +47,24 @@ impl LogSink {
     }
 }
 
-/// One plugin's log: its name, the sink, and how many lines it has used.
+/// One plugin's log: its name, the sink, and what it has used of its
+/// lines and bytes.
 #[derive(Clone)]
 pub(crate) struct PluginLog {
     plugin: Arc<str>,
     sink: LogSink,
     lines: Arc<AtomicUsize>,
+    shown: Arc<AtomicUsize>,
 }
 
 impl PluginLog {
+    /// `plugin` is a validated name (see `catalog`): it needs no escaping.
     pub(crate) fn new(plugin: &str, sink: LogSink) -> PluginLog {
         PluginLog {
             plugin: plugin.into(),
             sink,
             lines: Arc::default(),
+            shown: Arc::default(),
         }
     }
 
@@ -64,38 +72,46 @@ impl PluginLog {
         &self.plugin
     }
 
-    /// Emits `[plugin] level: message`, unless the plugin used up its lines.
+    /// Emits `[plugin] level: message`, unless the plugin used up its lines
+    /// or its bytes for the run.
     pub(crate) fn line(&self, level: &str, message: &str) {
         let n = self.lines.fetch_add(1, Ordering::Relaxed);
-        if n < MAX_LINES {
-            self.sink
-                .emit(&format!("[{}] {level}: {}", self.plugin, shorten(message)));
-        } else if n == MAX_LINES {
+        if n > MAX_LINES {
+            return;
+        }
+        if n == MAX_LINES {
             self.sink.emit(&format!(
                 "[{}] warning: more than {MAX_LINES} log lines; the rest are dropped",
                 self.plugin
             ));
+            return;
+        }
+        if let Some(message) = self.charge(message) {
+            self.sink
+                .emit(&format!("[{}] {level}: {message}", self.plugin));
         }
     }
-}
 
-/// Makes guest text safe to print: control characters (escape sequences
-/// could rewrite the screen) are shown escaped, and the length is capped at
-/// [`MAX_MESSAGE`] characters.
-pub(crate) fn shorten(message: &str) -> String {
-    let mut shown = String::with_capacity(message.len().min(MAX_MESSAGE + 32));
-    let mut chars = message.char_indices();
-    for (_, c) in chars.by_ref().take(MAX_MESSAGE) {
-        match c {
-            '\n' | '\t' => shown.push(c),
-            c if c.is_control() => shown.extend(c.escape_default()),
-            c => shown.push(c),
+    /// `text` made safe and charged to the plugin's byte budget, or `None`
+    /// once the budget is used up (a notice says so, once).
+    pub(crate) fn charge(&self, text: &str) -> Option<String> {
+        if self.shown.load(Ordering::Relaxed) >= MAX_SHOWN_BYTES {
+            return None;
         }
+        let text = safe(text);
+        let before = self.shown.fetch_add(text.len(), Ordering::Relaxed);
+        if before + text.len() <= MAX_SHOWN_BYTES {
+            return Some(text);
+        }
+        if before < MAX_SHOWN_BYTES {
+            self.sink.emit(&format!(
+                "[{}] warning: more than {} KiB of log output; the rest is dropped",
+                self.plugin,
+                MAX_SHOWN_BYTES >> 10
+            ));
+        }
+        None
     }
-    if let Some((at, _)) = chars.next() {
-        shown.push_str(&format!(" [... {} more bytes cut]", message.len() - at));
-    }
-    shown
 }
 
 /// A guest's stdout or stderr: complete lines become log lines.
@@ -131,7 +147,7 @@ impl GuestStream {
                 .line(self.name, String::from_utf8_lossy(&line[..end]).as_ref());
         }
         // A line that never ends is shown in pieces rather than hoarded.
-        if pending.len() > MAX_MESSAGE {
+        if pending.len() > MAX_TEXT {
             let line: Vec<u8> = std::mem::take(&mut *pending);
             self.log.line(self.name, &String::from_utf8_lossy(&line));
         }
@@ -220,13 +236,6 @@ mod tests {
     }
 
     #[test]
-    fn shorten_escapes_and_cuts() {
-        assert_eq!(shorten("a\x1b[31mb\n"), "a\\u{1b}[31mb\n");
-        let long = "x".repeat(MAX_MESSAGE + 10);
-        assert!(shorten(&long).ends_with(" [... 10 more bytes cut]"));
-    }
-
-    #[test]
     fn stdout_lines_are_tagged_and_bounded() {
         let (sink, lines) = collecting();
         let stream = GuestStream::new(PluginLog::new("p", sink), "stdout");
@@ -240,5 +249,23 @@ mod tests {
             stream.push(b"spam\n");
         }
         assert_eq!(lines.lock().unwrap().len(), MAX_LINES + 1);
+    }
+
+    #[test]
+    fn escaped_lines_stay_within_the_byte_budget() {
+        let (sink, lines) = collecting();
+        let log = PluginLog::new("p", sink);
+        // Every byte escapes to six: a cut before escaping would show 24 KiB
+        // per line.
+        let hostile = "\x1b".repeat(MAX_TEXT);
+        for _ in 0..MAX_LINES {
+            log.line("info", &hostile);
+        }
+        let lines = lines.lock().unwrap();
+        assert!(lines.iter().all(|l| l.len() <= MAX_TEXT + 64));
+        let total: usize = lines.iter().map(String::len).sum();
+        assert!(total <= MAX_SHOWN_BYTES + 64 * lines.len(), "{total}");
+        assert!(lines.last().unwrap().contains("the rest is dropped"));
+        assert!(lines.iter().all(|l| !l.contains('\x1b')));
     }
 }

@@ -23,6 +23,7 @@ mod policies;
 mod quarantine;
 mod reporter;
 mod scheduler;
+pub(crate) mod text;
 
 pub use catalog::{PluginInfo, SUPPORTED_VERSIONS, Slot, Source, describe_import};
 pub use engine::SandboxLimits;

@@ -162,7 +162,7 @@ impl Policies {
                     None => state_dir.to_owned(),
                 }
             } else {
-                state_dir.join("reports").join(&r.name)
+                report_dir(state_dir, &r.name)?
             };
             let output = OutputDir::open(&dir).map_err(|source| PolicyError::OutputDir {
                 path: dir.clone(),
@@ -230,6 +230,21 @@ impl Policies {
     /// The quarantine policy's verdicts, for the tests whose state changes.
     pub fn decide(&mut self, history: &[TestHistory]) -> Result<Vec<Verdict>, PolicyError> {
         self.quarantine.decide(history)
+    }
+}
+
+/// `<state_dir>/reports/<name>`, for a name that is one ordinary path
+/// component (catalog refuses any other, this makes sure).
+fn report_dir(state_dir: &Path, name: &str) -> Result<PathBuf, PolicyError> {
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(std::path::Component::Normal(part)), None) => {
+            Ok(state_dir.join("reports").join(part))
+        }
+        _ => Err(PolicyError::BadName {
+            path: super::text::safe(name),
+            why: "is not a plain file name".into(),
+        }),
     }
 }
 

@@ -49,7 +49,7 @@ impl Quarantine {
         let mut named = HashSet::with_capacity(verdicts.len());
         for v in &verdicts {
             let problem = if !known.contains(v.id.as_str()) {
-                IdProblem::Unknown(super::log::shorten(&v.id))
+                IdProblem::Unknown(super::text::safe(&v.id))
             } else if !named.insert(v.id.as_str()) {
                 IdProblem::Duplicate(v.id.clone())
             } else {
@@ -66,7 +66,7 @@ impl Quarantine {
             .map(|v| Verdict {
                 id: v.id,
                 quarantined: v.quarantined,
-                reason: super::log::shorten(&v.reason),
+                reason: super::text::safe(&v.reason),
             })
             .collect())
     }
