@@ -143,10 +143,17 @@ fn policy_config(
     let mut options = project.policy_options().map_err(|e| e.to_string())?;
     options.extend(args.policy_opts.iter().cloned());
     let defaults = SandboxLimits::default();
-    let deadline = args.policy_deadline.or(file.policy_deadline);
-    if deadline.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
-        return Err("policy-deadline must be a positive number of seconds".into());
-    }
+    let secs = |value: Option<f64>, key: &str| match value {
+        Some(secs) if !(secs > 0.0 && secs.is_finite() && secs < 1e9) => {
+            Err(format!("{key} must be a positive number of seconds"))
+        }
+        _ => Ok(value.map(Duration::from_secs_f64)),
+    };
+    let deadline = secs(
+        args.policy_deadline.or(file.policy_deadline),
+        "policy-deadline",
+    )?;
+    let budget = secs(args.policy_budget.or(file.policy_budget), "policy-budget")?;
     Ok(PolicyConfig {
         policies,
         plugins_dir: Some(plugins_dir),
@@ -157,7 +164,8 @@ fn policy_config(
                 .policy_memory
                 .or(file.policy_memory_mib)
                 .map_or(defaults.memory_bytes, |mib| (mib as usize) << 20),
-            deadline: deadline.map_or(defaults.deadline, Duration::from_secs_f64),
+            deadline: deadline.unwrap_or(defaults.deadline),
+            budget: budget.unwrap_or(defaults.budget),
         },
         cache_dir: Some(cache_dir()),
     })

@@ -61,10 +61,11 @@ pub fn render(plugins: &[PluginInfo], config: &PolicyConfig) -> String {
     let limits = &config.limits;
     let _ = writeln!(
         out,
-        "\nEvery call: at most {} MiB per linear memory, {}s deadline; no files, \
+        "\nEach policy: at most {} MiB of memory, {}s per call, {}s per run; no files, \
          environment, args or network unless listed below.",
         limits.memory_bytes >> 20,
-        limits.deadline.as_secs_f64()
+        limits.deadline.as_secs_f64(),
+        limits.budget.as_secs_f64()
     );
     for p in plugins {
         let _ = writeln!(out, "\n{} ({}), sha256 {}", p.name, p.slot, p.sha256);

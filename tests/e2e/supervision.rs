@@ -2,80 +2,14 @@
 //! killed, leave children behind), the run finishes, the other tests still
 //! run, the broken one is reported with evidence, and no process survives.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Ran, copy_fixture, read_log, run, runner_bin};
+use crate::support::{assert_no_leftovers, copy_fixture, read_log, runner_bin, runner_tagged, tag};
 
 const TIMEOUT: f64 = 2.0;
 /// runner's dump wait (0.3 s) + SIGTERM grace (2 s) + start-up and slack.
 const MARGIN: f64 = 6.0;
-
-/// A tag in the environment of runner and everything it starts, to find
-/// leftovers afterwards.
-fn tag() -> String {
-    format!("runner-e2e-{}-{:?}", std::process::id(), Instant::now())
-}
-
-/// Processes (other than zombies) whose environment carries `tag`.
-fn leftovers(tag: &str) -> Vec<String> {
-    let needle = format!("RUNNER_E2E_TAG={tag}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = entry.file_name().to_string_lossy().to_string();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        if !environ
-            .split(|b| *b == 0)
-            .any(|var| var == needle.as_bytes())
-        {
-            continue;
-        }
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        if status
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'))
-        {
-            continue;
-        }
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        found.push(format!(
-            "{pid}: {}",
-            String::from_utf8_lossy(&cmdline).replace('\0', " ")
-        ));
-    }
-    found
-}
-
-fn assert_no_leftovers(tag: &str) {
-    // Killed processes take a moment to disappear.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = leftovers(tag);
-        if left.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "processes left behind:\n{}",
-            left.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn runner_tagged(dir: &Path, tag: &str, args: &[&str]) -> (Ran, f64) {
-    let mut cmd = Command::new(runner_bin());
-    cmd.args(args).env("RUNNER_E2E_TAG", tag);
-    let started = Instant::now();
-    let ran = run(cmd, dir);
-    (ran, started.elapsed().as_secs_f64())
-}
 
 /// Runs one broken test between two healthy ones and checks its outcome,
 /// its evidence, the healthy ones, the wall time and the leftovers.

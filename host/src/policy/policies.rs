@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::PolicyError;
+use super::SandboxLimits;
 use super::catalog::{self, Candidate, PluginInfo, Slot};
-use super::engine::{PolicyEngine, SandboxLimits};
+use super::engine::PolicyEngine;
 use super::output::OutputDir;
 use super::quarantine::Quarantine;
 use super::reporter::Reporter;
@@ -47,7 +48,9 @@ pub struct PolicyConfig {
 }
 
 /// The loaded policies. Each runs in its own sandboxed store; calls are
-/// synchronous and bounded by a deadline.
+/// synchronous for the caller (from inside a multi-threaded tokio runtime
+/// or outside any), each bounded by the deadline and by what is left of the
+/// policy's time budget for the run.
 pub struct Policies {
     scheduler: Scheduler,
     /// Whether `scheduler` is the built-in one (nothing to fall back to).

@@ -59,16 +59,16 @@ impl Scheduler {
             candidate.info.imports_wasi(),
             (),
             |linker| bindings::Scheduler::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
-            |store, component, linker| {
-                let instance = linker.instantiate(&mut *store, component)?;
+            async |store, component, linker| {
+                let instance = linker.instantiate_async(&mut *store, component).await?;
                 // Checks the exports' types, once.
                 let bound = bindings::Scheduler::new(&mut *store, &instance)?;
                 Ok((instance, bound))
             },
         )?;
         let (instance, bound) = instance;
-        call(&mut store, "configure", |s| {
-            bound.call_configure(s, options)
+        call(&mut store, "configure", async |s| {
+            bound.call_configure(s, options).await
         })?;
         Ok(Scheduler { store, instance })
     }
@@ -85,10 +85,10 @@ impl Scheduler {
         let cases: Vec<CaseRef> = tests.iter().map(case_ref).collect();
         let history: Vec<HistoryRef> = history.iter().map(history_ref).collect();
         let instance = self.instance;
-        let plan = call(&mut self.store, "plan", |s| {
+        let plan = call(&mut self.store, "plan", async |s| {
             let plan = instance
                 .get_typed_func::<PlanParams, (Result<types::Plan, String>,)>(&mut *s, "plan")?;
-            Ok(plan.call(s, (context, &cases, &history))?.0)
+            Ok(plan.call_async(s, (context, &cases, &history)).await?.0)
         })?;
         let mut plan = Plan {
             // An empty batch is harmless; dropping it spares the dispatcher.
