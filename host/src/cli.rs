@@ -72,6 +72,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Internal: compiles a policy component read from stdin for the runner
+    /// process `parent`, under bounds (see policy/compile.rs).
+    #[command(name = crate::policy::COMPILE_SUBCOMMAND, hide = true)]
+    CompilePolicy {
+        #[arg(long)]
+        parent: u32,
+        #[arg(long)]
+        memory_mib: u64,
+    },
     /// List the policies a run would load here: name, slot, WIT version,
     /// size, source and every interface each imports (a capability audit).
     Plugins {

@@ -43,6 +43,9 @@ pub fn main_impl() -> i32 {
             };
         }
     };
+    if let Some(Command::CompilePolicy { parent, memory_mib }) = &cli.command {
+        return policy::compile_child_main(*parent, *memory_mib);
+    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let project = match ProjectConfig::discover(&cwd) {
         Ok(project) => project,
@@ -168,7 +171,18 @@ fn policy_config(
             budget: budget.unwrap_or(defaults.budget),
         },
         cache_dir: Some(cache_dir()),
+        cache_key: cache_key(),
     })
+}
+
+/// The key cache entries are verified with: per user, in the state
+/// directory, never in the cache itself, so a cache restored from
+/// elsewhere (a CI cache) or written by another tool is not trusted.
+fn cache_key() -> Option<PathBuf> {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|d| Path::new(&d).join(".local").join("state")))
+        .map(|d| d.join("runner").join("cache-key"))
 }
 
 /// Compiled components are cached per user, not per project.

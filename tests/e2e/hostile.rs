@@ -960,3 +960,179 @@ fn a_reporter_creating_tens_of_thousands_of_empty_files_is_stopped() {
     assert_eq!(junit_cases(&p), 8);
     assert!(took < MARGIN, "took {took:?}");
 }
+
+/// A scheduler whose code is one function of `adds` additions in a row:
+/// small as a file, huge for a compiler (about 200 bytes of compiler
+/// memory per byte of code).
+fn compile_bomb(adds: usize) -> String {
+    let mut body = String::with_capacity(adds * 20);
+    for _ in 0..adds {
+        body.push_str("local.get 0 i32.add\n");
+    }
+    format!(
+        r#"(module
+  {SCAFFOLD}
+  (func $big (param i32) (result i32) local.get 0 {body})
+  (func (export "plan") (param i32 i32 i32 i32 i32) (result i32)
+    (drop (call $big (local.get 0)))
+    (i32.const 0)))"#
+    )
+}
+
+#[test]
+fn compiling_a_policy_is_bounded_in_memory() {
+    let p = project();
+    // A cache of its own: a compiled artifact, once made, is trusted.
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, state) = (tmp.path().join("cache"), tmp.path().join("state"));
+    // 6 MB of code that takes over 1.2 GB to compile.
+    let policy = guests::build(
+        &p.dir.join("policies"),
+        "bomb",
+        "scheduler",
+        "0.1.0",
+        &compile_bomb(2_000_000),
+    );
+    let policy = policy.to_str().unwrap();
+    let refusal = "failed to compile policy `bomb`: compiling it needs more than the 1024 MiB \
+                   of memory a policy may take to compile (4 times --policy-memory, at least 1024 MiB)";
+    for args in [
+        &["plugins", "--policy", policy][..],
+        &["-n", "2", "--policy", policy],
+    ] {
+        let (ran, took) = run_cached(&p, &cache, &state, args);
+        ran.assert_code(4);
+        assert!(ran.stderr.contains(refusal), "{}", ran.describe());
+        assert!(
+            !p.dir.join(".runner").exists(),
+            "a test ran\n{}",
+            ran.describe()
+        );
+        assert!(took < Duration::from_secs(60), "took {took:?}");
+    }
+    // Given the memory, it compiles and the run goes on with the default
+    // scheduler (this one returns a plan of nothing).
+    let (ran, _) = run_cached(
+        &p,
+        &cache,
+        &state,
+        &["-n", "2", "--policy-memory", "1024", "--policy", policy],
+    );
+    ran.assert_code(0);
+    assert!(
+        ran.combined().contains(
+            "scheduler failed, the default scheduler plans this run instead: policy `bomb`"
+        ),
+        "{}",
+        ran.describe()
+    );
+    assert_eq!(logged_results(&p), 8);
+}
+
+/// Runs runner in the project with the compiled-policy cache in `cache`
+/// and its key under `state`; checks no process is left.
+fn run_cached(p: &Project, cache: &Path, state: &Path, args: &[&str]) -> (Ran, Duration) {
+    require_python();
+    let tag = tag();
+    let mut cmd = std::process::Command::new(crate::support::runner_bin());
+    cmd.args(args)
+        .env("RUNNER_CACHE_DIR", cache)
+        .env("XDG_STATE_HOME", state)
+        .env("RUNNER_E2E_TAG", &tag);
+    let started = std::time::Instant::now();
+    let ran = crate::support::run(cmd, &p.dir);
+    let took = started.elapsed();
+    assert_no_leftovers(&tag);
+    (ran, took)
+}
+
+fn cache_entries(cache: &Path) -> Vec<PathBuf> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    entries.sort();
+    entries
+}
+
+#[test]
+fn a_damaged_or_foreign_compiled_policy_is_compiled_again() {
+    let p = project();
+    let tmp = tempfile::tempdir().unwrap();
+    let (cache, state, elsewhere) = (
+        tmp.path().join("cache"),
+        tmp.path().join("state"),
+        tmp.path().join("other-machine"),
+    );
+    guests::build(
+        &p.dir.join("plugins"),
+        "quiet",
+        "reporter",
+        "0.1.0",
+        &reporter("", "(i32.const 16)"),
+    );
+    let passed = |ran: &Ran| {
+        ran.assert_code(0);
+        assert_eq!(
+            closing_line(&ran.stdout).map(|c| c.0).as_deref(),
+            Some("8 passed"),
+            "{}",
+            ran.describe()
+        );
+    };
+    let (ran, _) = run_cached(&p, &cache, &state, &["-n", "2"]);
+    passed(&ran);
+    assert!(!ran.stderr.contains("recompiling"), "{}", ran.describe());
+    let entries = cache_entries(&cache);
+    assert_eq!(entries.len(), 4, "three defaults and `quiet`");
+
+    // Code bytes overwritten with int3 (what a bad disk, a truncated CI
+    // cache restore or another tool may leave): never executed.
+    for entry in &entries {
+        let mut bytes = std::fs::read(entry).unwrap();
+        let n = bytes.len();
+        bytes[n / 3..2 * n / 3].fill(0xCC);
+        std::fs::write(entry, bytes).unwrap();
+    }
+    let (ran, took) = run_cached(&p, &cache, &state, &["-n", "2"]);
+    passed(&ran);
+    for name in [
+        "builtin:scheduler",
+        "builtin:reporter",
+        "builtin:quarantine",
+        "quiet",
+    ] {
+        let warning = format!("runner: warning: recompiling policy `{name}`: its cached artifact");
+        assert!(
+            ran.stderr.contains(&warning),
+            "{warning}\n{}",
+            ran.describe()
+        );
+    }
+    assert!(
+        ran.stderr
+            .contains("is unusable: it is damaged or was not written by this user's runner"),
+        "{}",
+        ran.describe()
+    );
+    assert_eq!(logged_results(&p), 8);
+    assert!(took < MARGIN, "took {took:?}");
+    // Rewritten: the next run trusts them again.
+    let (ran, _) = run_cached(&p, &cache, &state, &["-n", "2"]);
+    passed(&ran);
+    assert!(!ran.stderr.contains("recompiling"), "{}", ran.describe());
+
+    // The same cache with another user's key (a CI cache restored on a
+    // fresh machine): nothing in it is trusted.
+    let (ran, _) = run_cached(&p, &cache, &elsewhere, &["-n", "2"]);
+    passed(&ran);
+    assert_eq!(
+        ran.stderr
+            .matches("runner: warning: recompiling policy")
+            .count(),
+        4,
+        "{}",
+        ran.describe()
+    );
+}

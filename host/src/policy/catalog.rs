@@ -350,7 +350,7 @@ pub(crate) fn inspect(
         Some([0, b'a', b's', b'm', ..]) => {}
         _ => return Err(not_a_component("it is not a WebAssembly file")),
     }
-    let component = engine.component(name, wasm)?;
+    let component = engine.component(name, wasm, source == Source::Embedded)?;
     let ty = component.component_type();
     let imports: Vec<String> = ty
         .imports(engine.engine())

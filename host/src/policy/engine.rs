@@ -16,7 +16,8 @@ use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use super::PolicyError;
 use super::bindings::{host, types};
-use super::cache;
+use super::cache::Cache;
+use super::compile;
 use super::driver::{self, Clock, Driver, Timed};
 use super::limits::{MemoryLimitExceeded, PolicyLimiter, SandboxLimits};
 use super::log::{GuestStream, LogSink, PluginLog};
@@ -37,7 +38,7 @@ pub(crate) fn config() -> Config {
 /// The engine all policies run in.
 pub(crate) struct PolicyEngine {
     engine: Engine,
-    cache_dir: Option<PathBuf>,
+    cache: Option<Cache>,
     limits: SandboxLimits,
     pub(crate) log: LogSink,
     driver: Arc<Driver>,
@@ -46,8 +47,11 @@ pub(crate) struct PolicyEngine {
 }
 
 impl PolicyEngine {
+    /// An engine whose compiled components are cached in `cache_dir`, their
+    /// entries keyed with the key in `cache_key` (see `cache`).
     pub(crate) fn new(
         cache_dir: Option<PathBuf>,
+        cache_key: Option<PathBuf>,
         limits: SandboxLimits,
     ) -> Result<Self, PolicyError> {
         let engine = Engine::new(&config()).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
@@ -65,7 +69,7 @@ impl PolicyEngine {
             .map_err(|e| PolicyError::Engine(format!("failed to start the epoch thread: {e}")))?;
         Ok(PolicyEngine {
             engine,
-            cache_dir,
+            cache: cache_dir.map(|dir| Cache::new(dir, cache_key)),
             limits,
             log: LogSink::default(),
             driver: Arc::new(driver),
@@ -77,14 +81,41 @@ impl PolicyEngine {
         &self.engine
     }
 
-    /// Compiles `wasm`, or loads it from the disk cache.
-    pub(crate) fn component(&self, plugin: &str, wasm: &[u8]) -> Result<Component, PolicyError> {
-        cache::load(&self.engine, plugin, wasm, self.cache_dir.as_deref()).map_err(|e| {
-            PolicyError::Load {
-                plugin: plugin.to_owned(),
-                cause: safe(&format!("{e:#}")),
+    /// `wasm` compiled: from the disk cache if a verified entry is there,
+    /// else compiled (in-process if `builtin`, else in a bounded child
+    /// process) and cached.
+    pub(crate) fn component(
+        &self,
+        plugin: &str,
+        wasm: &[u8],
+        builtin: bool,
+    ) -> Result<Component, PolicyError> {
+        let load_error = |e: wasmtime::Error| PolicyError::Load {
+            plugin: plugin.to_owned(),
+            cause: safe(&format!("{e:#}")),
+        };
+        if let Some(cache) = &self.cache {
+            if let Some(artifact) = cache.get(&self.engine, plugin, wasm) {
+                match deserialize(&self.engine, &artifact) {
+                    Ok(component) => return Ok(component),
+                    Err(e) => cache.rejected(&self.engine, plugin, wasm, &format!("{e:#}")),
+                }
             }
-        })
+        }
+        if builtin {
+            let component = Component::new(&self.engine, wasm).map_err(load_error)?;
+            if let Some(cache) = &self.cache {
+                let artifact = component.serialize().map_err(load_error)?;
+                cache.put(&self.engine, plugin, wasm, &artifact);
+            }
+            return Ok(component);
+        }
+        let artifact = compile::in_child(plugin, wasm, self.limits.compile_memory())?;
+        let component = deserialize(&self.engine, &artifact).map_err(load_error)?;
+        if let Some(cache) = &self.cache {
+            cache.put(&self.engine, plugin, wasm, &artifact);
+        }
+        Ok(component)
     }
 
     /// Links `component` with `link` (plus WASI, with a context that grants
@@ -237,6 +268,18 @@ pub(crate) fn call<T: Send, R>(
             func,
             cause: describe_trap(&e, store.data()),
         }),
+    }
+}
+
+/// Loads an artifact.
+fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime runs an artifact's native code as it is. This one
+    // is either what this very binary just compiled in its child process
+    // and handed over on a pipe only the two of them hold, or a cache
+    // entry whose HMAC under this user's key verified (see `cache`).
+    #[allow(unsafe_code)]
+    unsafe {
+        Component::deserialize(engine, artifact)
     }
 }
 

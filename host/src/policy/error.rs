@@ -35,6 +35,8 @@ pub enum PolicyError {
     },
     #[error("failed to load policy `{plugin}`: {why}")]
     NotAComponent { plugin: String, why: String },
+    #[error("failed to compile policy `{plugin}`: {why}")]
+    Compile { plugin: String, why: String },
     #[error(
         "refused policy {path}: its name (the file name without `.wasm`) {why}; rename the file"
     )]

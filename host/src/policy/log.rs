@@ -114,50 +114,68 @@ impl PluginLog {
     }
 }
 
-/// A guest's stdout or stderr: complete lines become log lines.
+/// A guest's stdout or stderr: complete lines become log lines. Flushing
+/// doesn't cut a line (interpreters flush after every piece of a `print`);
+/// the rest of an unfinished line is shown when the plugin's store goes.
 pub(crate) struct GuestStream {
+    pending: Arc<PendingLine>,
+}
+
+/// The unfinished line of one stream, shared by every handle to it.
+struct PendingLine {
     log: PluginLog,
     name: &'static str,
-    pending: Arc<Mutex<Vec<u8>>>,
+    bytes: Mutex<Vec<u8>>,
 }
 
 impl GuestStream {
     pub(crate) fn new(log: PluginLog, name: &'static str) -> GuestStream {
         GuestStream {
-            log,
-            name,
-            pending: Arc::default(),
+            pending: Arc::new(PendingLine {
+                log,
+                name,
+                bytes: Mutex::default(),
+            }),
         }
     }
 
     fn clone_stream(&self) -> GuestStream {
         GuestStream {
-            log: self.log.clone(),
-            name: self.name,
             pending: self.pending.clone(),
         }
     }
 
     fn push(&self, bytes: &[u8]) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let PendingLine { log, name, .. } = &*self.pending;
+        let mut pending = self.pending.lock();
         pending.extend_from_slice(bytes);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            self.log
-                .line(self.name, String::from_utf8_lossy(&line[..end]).as_ref());
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+            log.line(name, &String::from_utf8_lossy(&pending[start..start + end]));
+            start += end + 1;
         }
+        pending.drain(..start);
         // A line that never ends is shown in pieces rather than hoarded.
         if pending.len() > MAX_TEXT {
-            let line: Vec<u8> = std::mem::take(&mut *pending);
-            self.log.line(self.name, &String::from_utf8_lossy(&line));
+            log.line(
+                name,
+                &String::from_utf8_lossy(&std::mem::take(&mut *pending)),
+            );
         }
     }
+}
 
-    fn flush_pending(&self) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if !pending.is_empty() {
-            let line: Vec<u8> = std::mem::take(&mut *pending);
-            self.log.line(self.name, &String::from_utf8_lossy(&line));
+impl PendingLine {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.bytes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for PendingLine {
+    fn drop(&mut self) {
+        let rest = std::mem::take(&mut *self.lock());
+        if !rest.is_empty() {
+            self.log.line(self.name, &String::from_utf8_lossy(&rest));
         }
     }
 }
@@ -186,7 +204,6 @@ impl OutputStream for GuestStream {
     }
 
     fn flush(&mut self) -> StreamResult<()> {
-        self.flush_pending();
         Ok(())
     }
 
@@ -211,12 +228,10 @@ impl tokio::io::AsyncWrite for GuestStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.flush_pending();
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.flush_pending();
         Poll::Ready(Ok(()))
     }
 }
@@ -227,12 +242,16 @@ mod tests {
 
     fn collecting() -> (LogSink, Arc<Mutex<Vec<String>>>) {
         let lines = Arc::new(Mutex::new(Vec::new()));
+        (lines_sink(&lines), lines)
+    }
+
+    fn lines_sink(lines: &Arc<Mutex<Vec<String>>>) -> LogSink {
         let sink = LogSink::default();
         let seen = lines.clone();
         sink.set(Box::new(move |l: &str| {
             seen.lock().unwrap().push(l.to_owned())
         }));
-        (sink, lines)
+        sink
     }
 
     #[test]
@@ -240,11 +259,22 @@ mod tests {
         let (sink, lines) = collecting();
         let stream = GuestStream::new(PluginLog::new("p", sink), "stdout");
         stream.push(b"hello\nwor");
-        stream.push(b"ld\n");
+        // What Python's print does: a write and a flush per piece.
+        let mut handle = stream.clone_stream();
+        handle.flush().unwrap();
+        stream.push(b"ld");
+        handle.flush().unwrap();
+        stream.push(b"\n");
+        stream.push(b"unfinished");
         assert_eq!(
             *lines.lock().unwrap(),
             ["[p] stdout: hello", "[p] stdout: world"]
         );
+        drop(handle);
+        drop(stream);
+        assert_eq!(lines.lock().unwrap()[2], "[p] stdout: unfinished");
+        lines.lock().unwrap().clear();
+        let stream = GuestStream::new(PluginLog::new("p", lines_sink(&lines)), "stdout");
         for _ in 0..2 * MAX_LINES {
             stream.push(b"spam\n");
         }

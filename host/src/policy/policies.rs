@@ -45,6 +45,9 @@ pub struct PolicyConfig {
     pub limits: SandboxLimits,
     /// Where compiled components are cached (None = no disk cache).
     pub cache_dir: Option<PathBuf>,
+    /// The file holding the key cache entries are verified with; default
+    /// `key` in the cache directory (see `cache`).
+    pub cache_key: Option<PathBuf>,
 }
 
 /// The loaded policies. Each runs in its own sandboxed store; calls are
@@ -75,7 +78,11 @@ impl Policies {
     /// The policies `config` selects, without instantiating them: what
     /// `runner plugins` shows.
     pub fn list(config: &PolicyConfig) -> Result<Vec<PluginInfo>, PolicyError> {
-        let engine = PolicyEngine::new(config.cache_dir.clone(), config.limits)?;
+        let engine = PolicyEngine::new(
+            config.cache_dir.clone(),
+            config.cache_key.clone(),
+            config.limits,
+        )?;
         let selection = catalog::select(&engine, &config.policies, config.plugins_dir.as_deref())?;
         Ok(selection.infos())
     }
@@ -84,7 +91,11 @@ impl Policies {
     /// configures the policies. Reporters can't write until
     /// [`Policies::open_outputs`].
     pub fn load(config: &PolicyConfig) -> Result<Policies, PolicyError> {
-        let engine = PolicyEngine::new(config.cache_dir.clone(), config.limits)?;
+        let engine = PolicyEngine::new(
+            config.cache_dir.clone(),
+            config.cache_key.clone(),
+            config.limits,
+        )?;
         let selection = catalog::select(&engine, &config.policies, config.plugins_dir.as_deref())?;
         let infos = selection.infos();
         let mut options = options_by_plugin(&config.options, &infos)?;
