@@ -94,12 +94,12 @@ impl PolicyEngine {
             plugin: plugin.to_owned(),
             cause: safe(&format!("{e:#}")),
         };
-        if let Some(cache) = &self.cache {
-            if let Some(artifact) = cache.get(&self.engine, plugin, wasm) {
-                match deserialize(&self.engine, &artifact) {
-                    Ok(component) => return Ok(component),
-                    Err(e) => cache.rejected(&self.engine, plugin, wasm, &format!("{e:#}")),
-                }
+        if let Some(cache) = &self.cache
+            && let Some(artifact) = cache.get(&self.engine, plugin, wasm)
+        {
+            match deserialize(&self.engine, &artifact) {
+                Ok(component) => return Ok(component),
+                Err(e) => cache.rejected(&self.engine, plugin, wasm, &format!("{e:#}")),
             }
         }
         if builtin {
