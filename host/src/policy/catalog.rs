@@ -442,6 +442,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_are_plain_file_names_that_print_as_themselves() {
+        for (file, name) in [
+            ("p/by-file.wasm", "by-file"),
+            ("a.b.wasm", "a.b"),
+            (".wasm", ".wasm"),
+        ] {
+            assert_eq!(name_of(Path::new(file)).unwrap(), name);
+        }
+        for (file, why) in [
+            ("p/...wasm", "names a directory"),
+            ("..wasm", "names a directory"),
+            ("p/\x1b[2J.wasm", "control or bidirectional"),
+            ("p/a\u{202e}b.wasm", "control or bidirectional"),
+            ("p/builtin:x.wasm", "reserved"),
+            ("/", "is empty"),
+        ] {
+            let err = name_of(Path::new(file)).unwrap_err().to_string();
+            assert!(err.contains(why), "{file:?}: {err}");
+            assert!(!err.contains('\x1b') && !err.contains('\u{202e}'), "{err}");
+        }
+    }
+
+    #[test]
     fn supports_every_0_1_patch_only() {
         for v in ["0.1.0", "0.1.7", "0.1.0+build"] {
             assert!(supported(v), "{v}");

@@ -1,9 +1,10 @@
 //! The wasmtime side shared by every policy: one [`PolicyEngine`] (an
-//! `Engine` with epoch interruption and the thread that ticks it), and a
-//! `Store` per plugin holding a [`PluginState`] with its limits, its log
-//! sink and an empty WASI context. Every guest call goes through [`call`],
-//! which arms the deadline and turns traps and guest errors into
-//! [`PolicyError`]s.
+//! `Engine` with epoch interruption and the thread that ticks it, the
+//! compiled-component cache, the runtime guest calls are driven on), and a
+//! `Store` per plugin holding a [`PluginState`] with its memory limiter,
+//! its clock, its log sink and an empty WASI context. Every guest call goes
+//! through [`call`], which runs it under the policy's clock (see `driver`)
+//! and turns traps and guest errors into [`PolicyError`]s.
 
 use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
@@ -194,8 +195,8 @@ impl PolicyEngine {
 }
 
 /// What the host keeps for one plugin instance: its log (which knows its
-/// name), its limits, its WASI context, and whatever its world's imports
-/// need (`()` for most, the output directory for reporters).
+/// name), its memory limiter and clock, its WASI context, and whatever its
+/// world's imports need (`()` for most, the output directory for reporters).
 pub(crate) struct PluginState<T> {
     pub(crate) log: PluginLog,
     limiter: PolicyLimiter,
