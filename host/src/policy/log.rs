@@ -4,6 +4,7 @@
 //! sent to one [`LogSink`] (stderr until the run's terminal takes over, so
 //! lines never garble the progress bar).
 
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,8 +32,9 @@ pub(crate) struct LogSink(Arc<Mutex<SinkFn>>);
 
 impl Default for LogSink {
     fn default() -> Self {
+        // A closed stderr loses the line rather than panicking.
         LogSink(Arc::new(Mutex::new(Box::new(|line: &str| {
-            eprintln!("{line}")
+            let _ = writeln!(std::io::stderr(), "{line}");
         }))))
     }
 }
@@ -173,6 +175,10 @@ impl PendingLine {
 
 impl Drop for PendingLine {
     fn drop(&mut self) {
+        // Printing while unwinding (stderr closed, say) would abort.
+        if std::thread::panicking() {
+            return;
+        }
         let rest = std::mem::take(&mut *self.lock());
         if !rest.is_empty() {
             self.log.line(self.name, &String::from_utf8_lossy(&rest));
