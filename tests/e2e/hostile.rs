@@ -821,8 +821,9 @@ fn a_policy_name_with_escape_sequences_is_shown_escaped() {
         let p = project();
         let built = forging_reporter(&p.dir.join("plugins"), "forger");
         rename(&built, file);
-        let (ran, _) = run_timed(&p, &[]);
+        let (ran, took) = run_timed(&p, &[]);
         ran.assert_code(4);
+        assert!(took < MARGIN, "took {took:?}");
         assert!(
             ran.stderr.contains(shown),
             "{shown:?} not shown\n{}",
