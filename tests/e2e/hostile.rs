@@ -459,6 +459,12 @@ fn files_that_are_not_policies_are_refused() {
     assert_refused(&p, &text, "policy `notes`: it is not a WebAssembly file");
     let missing = dir.join("missing.wasm");
     assert_refused(&p, &missing, "failed to read policy");
+    // A device that never ends is read up to the size bound, not forever.
+    assert_refused(
+        &p,
+        Path::new("/dev/zero"),
+        "policy `zero`: /dev/zero is larger than the 100 MiB a policy may be",
+    );
     let empty = dir.join("empty.wasm");
     std::fs::write(&empty, wat::parse_str("(component)").unwrap()).unwrap();
     assert_refused(

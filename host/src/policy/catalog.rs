@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -274,8 +275,16 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn read(engine: &PolicyEngine, path: &Path, source: Source) -> Result<Candidate, PolicyError> {
     let name = name_of(path)?;
-    let too_big = std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_WASM_BYTES as u64);
-    if too_big {
+    // Read at most one byte past the bound: the size on disk says nothing
+    // about a device or a pipe (`--policy /dev/zero`), or a file still growing.
+    let mut wasm = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_WASM_BYTES as u64 + 1).read_to_end(&mut wasm))
+        .map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    if wasm.len() > MAX_WASM_BYTES {
         return Err(PolicyError::NotAComponent {
             plugin: name,
             why: format!(
@@ -285,10 +294,6 @@ fn read(engine: &PolicyEngine, path: &Path, source: Source) -> Result<Candidate,
             ),
         });
     }
-    let wasm = std::fs::read(path).map_err(|source| PolicyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
     inspect(engine, &name, &wasm, source)
 }
 
