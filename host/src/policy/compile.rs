@@ -170,3 +170,27 @@ pub fn child_main(parent: u32, memory_mib: u64) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compiler_past_its_deadline_is_killed_and_reaped() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let started = Instant::now();
+        assert!(wait_until(&mut child, started + Duration::from_millis(200)).is_none());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let mut quick = Command::new("true").spawn().unwrap();
+        let status = wait_until(&mut quick, Instant::now() + Duration::from_secs(30));
+        assert!(status.is_some_and(|s| s.success()));
+    }
+
+    #[test]
+    fn output_past_the_bound_is_drained_not_kept() {
+        let kept = read_bounded(&[7u8; 1000][..], 10);
+        assert_eq!(kept, [7; 10]);
+    }
+}

@@ -157,7 +157,7 @@ impl GuestStream {
             start += end + 1;
         }
         pending.drain(..start);
-        // A line that never ends is shown in pieces rather than hoarded.
+        // A line that never ends is shown (cut) rather than hoarded.
         if pending.len() > MAX_TEXT {
             log.line(
                 name,
