@@ -1,8 +1,10 @@
 //! Hostile policies: each is built from WAT at test time and loaded with
 //! `--policy` (or from the project's plugins/ directory) on a real suite.
-//! Each must be contained with an error that names it, the run must end
-//! within the policy deadline plus a margin, and every test result must
-//! still be reported.
+//! Each must be contained with an error that names it (escaped), the run
+//! must end within its bound (the policy deadline or budget plus a
+//! margin), every test result must still be reported, and no process of
+//! the run may be left. A policy that can't be loaded (a bad name, a
+//! component too costly to compile) is refused before any test runs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
