@@ -639,39 +639,46 @@ fn a_reporter_or_quarantine_waiting_on_a_pollable_is_stopped_at_the_deadline() {
 #[test]
 fn a_policy_just_under_its_deadline_on_every_call_is_dropped_at_its_run_budget() {
     let p = project();
-    // 0.9 s of each 1 s call, spinning in wasm or waiting in the host: ten
-    // events would add 9 s per reporter; the budget (from the config file)
-    // stops each in its second call.
-    for (name, body) in [
-        (
-            "spinner",
-            "(call $spin (i64.const 900000000)) (i32.const 16)",
-        ),
-        (
-            "napper",
-            "(call $sleep (i64.const 900000000)) (i32.const 16)",
-        ),
+    // 0.8 s of each call (deadline 2 s), spinning in wasm or waiting in the
+    // host, after counting the call in a file: ten events would add 8 s per
+    // reporter; the budget (1.2 s, from the config file) stops each in its
+    // second call.
+    let count = r#"(import "runner:policy/output@0.1.0" "append" (func $append (param i32 i32 i32 i32 i32)))
+                   (data (i32.const 100) "calls")"#;
+    let counted = "(call $append (i32.const 100) (i32.const 5) (i32.const 100) (i32.const 1) (i32.const 500))";
+    for (name, wait) in [
+        ("spinner", "(call $spin (i64.const 800000000))"),
+        ("napper", "(call $sleep (i64.const 800000000))"),
     ] {
         guests::build(
             &p.dir.join("plugins"),
             name,
             "clock-reporter",
             "0.1.0",
-            &reporter(CLOCK, body),
+            &reporter(
+                &format!("{count} {CLOCK}"),
+                &format!("{counted} {wait} (i32.const 16)"),
+            ),
         );
     }
-    std::fs::write(p.dir.join("runner.toml"), "policy-budget = 1.5\n").unwrap();
-    let (ran, took) = run_timed(&p, &["-n", "2", "--policy-deadline", DEADLINE]);
+    std::fs::write(p.dir.join("runner.toml"), "policy-budget = 1.2\n").unwrap();
+    let (ran, took) = run_timed(&p, &["-n", "2", "--policy-deadline", "2"]);
     ran.assert_code(1);
     let out = ran.combined();
     for name in ["spinner", "napper"] {
         let expected = format!(
-            "policy `{name}` was stopped in `on-event`: used up its time budget of 1.5s for the run"
+            "policy `{name}` was stopped in `on-event`: used up its time budget of 1.2s for the run"
         );
         assert!(
             out.contains(&expected),
             "missing {expected:?}\n{}",
             ran.describe()
+        );
+        let calls = std::fs::read(p.dir.join(format!(".runner/reports/{name}/calls"))).unwrap();
+        assert_eq!(
+            calls.len(),
+            2,
+            "{name} was called after its budget was spent"
         );
     }
     assert_eq!(
@@ -680,7 +687,7 @@ fn a_policy_just_under_its_deadline_on_every_call_is_dropped_at_its_run_budget()
     );
     assert_eq!(logged_results(&p), 8);
     assert_eq!(junit_cases(&p), 8);
-    // At most 1.5 s per reporter, against 18 s without a budget.
+    // At most 1.2 s per reporter, against 16 s without a budget.
     assert!(took < Duration::from_secs(3) + MARGIN, "took {took:?}");
 }
 
