@@ -72,6 +72,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Internal: compiles a policy component read from stdin for the runner
+    /// process `parent`, under bounds (see policy/compile.rs).
+    #[command(name = crate::policy::COMPILE_SUBCOMMAND, hide = true)]
+    CompilePolicy {
+        #[arg(long)]
+        parent: u32,
+        #[arg(long)]
+        memory_mib: u64,
+    },
     /// List the policies a run would load here: name, slot, WIT version,
     /// size, source and every interface each imports (a capability audit).
     Plugins {
@@ -97,13 +106,18 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "DIR")]
     pub plugins_dir: Option<PathBuf>,
 
-    /// Memory a policy may use, per linear memory, in MiB [default: 256].
+    /// Memory a policy may use, all its memories and tables together, in MiB [default: 256].
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub policy_memory: Option<u32>,
 
     /// How long one policy call may run before it is stopped [default: 5].
     #[arg(long, value_name = "SECS", value_parser = positive_secs)]
     pub policy_deadline: Option<f64>,
+
+    /// How long all of one policy's calls in a run may take together; past
+    /// it the policy is dropped like a failing one [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = positive_secs)]
+    pub policy_budget: Option<f64>,
 }
 
 /// `NAME.KEY=VALUE`; NAME is the policy's file name without `.wasm`, or

@@ -17,6 +17,7 @@
 //! plugins-dir = "plugins"      # --plugins-dir
 //! policy-memory-mib = 256      # --policy-memory
 //! policy-deadline = 5.0        # --policy-deadline
+//! policy-budget = 30.0         # --policy-budget
 //!
 //! [policy.by-file]             # --policy-opt by-file.max-batch=10
 //! max-batch = 10
@@ -75,6 +76,8 @@ pub struct FileConfig {
     pub policy_memory_mib: Option<u32>,
     #[serde(default, deserialize_with = "secs")]
     pub policy_deadline: Option<f64>,
+    #[serde(default, deserialize_with = "secs")]
+    pub policy_budget: Option<f64>,
     /// Options per plugin name.
     #[serde(default, deserialize_with = "policy_tables")]
     pub policy: BTreeMap<String, BTreeMap<String, toml::Value>>,

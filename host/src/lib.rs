@@ -53,6 +53,9 @@ pub fn main_impl() -> i32 {
             };
         }
     };
+    if let Some(Command::CompilePolicy { parent, memory_mib }) = &cli.command {
+        return policy::compile_child_main(*parent, *memory_mib);
+    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let project = match ProjectConfig::discover(&cwd) {
         Ok(project) => project,
@@ -157,7 +160,14 @@ fn policy_config(
     options.extend(args.policy_opts.iter().cloned());
     let defaults = SandboxLimits::default();
     // Both sources are checked where they are read (cli, config).
-    let deadline = args.policy_deadline.or(file.policy_deadline);
+    let deadline = args
+        .policy_deadline
+        .or(file.policy_deadline)
+        .map(Duration::from_secs_f64);
+    let budget = args
+        .policy_budget
+        .or(file.policy_budget)
+        .map(Duration::from_secs_f64);
     Ok(PolicyConfig {
         policies,
         plugins_dir: Some(plugins_dir),
@@ -168,10 +178,22 @@ fn policy_config(
                 .policy_memory
                 .or(file.policy_memory_mib)
                 .map_or(defaults.memory_bytes, |mib| (mib as usize) << 20),
-            deadline: deadline.map_or(defaults.deadline, Duration::from_secs_f64),
+            deadline: deadline.unwrap_or(defaults.deadline),
+            budget: budget.unwrap_or(defaults.budget),
         },
         cache_dir: Some(cache_dir()),
+        cache_key: cache_key(),
     })
+}
+
+/// The key cache entries are verified with: per user, in the state
+/// directory, never in the cache itself, so a cache restored from
+/// elsewhere (a CI cache) or written by another tool is not trusted.
+fn cache_key() -> Option<PathBuf> {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|d| Path::new(&d).join(".local").join("state")))
+        .map(|d| d.join("runner").join("cache-key"))
 }
 
 /// Compiled components are cached per user, not per project.

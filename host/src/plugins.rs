@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::exit_code;
+use crate::policy::text::safe;
 use crate::policy::{PluginInfo, Policies, PolicyConfig, describe_import};
 
 /// Prints the listing; returns the exit code.
@@ -34,7 +35,7 @@ pub fn render(plugins: &[PluginInfo], config: &PolicyConfig) -> String {
             [
                 p.name.clone(),
                 p.slot.to_string(),
-                p.version.clone().unwrap_or_else(|| "-".into()),
+                p.version.as_deref().map_or_else(|| "-".into(), safe),
                 size(p.size),
                 p.source.to_string(),
             ]
@@ -60,17 +61,20 @@ pub fn render(plugins: &[PluginInfo], config: &PolicyConfig) -> String {
     let limits = &config.limits;
     let _ = writeln!(
         out,
-        "\nEvery call: at most {} MiB per linear memory, {}s deadline; no files, \
+        "\nEach policy: at most {} MiB of memory, {}s per call, {}s per run; no files, \
          environment, args or network unless listed below.",
         limits.memory_bytes >> 20,
-        limits.deadline.as_secs_f64()
+        limits.deadline.as_secs_f64(),
+        limits.budget.as_secs_f64()
     );
     for p in plugins {
         let _ = writeln!(out, "\n{} ({}), sha256 {}", p.name, p.slot, p.sha256);
         let _ = writeln!(out, "  imports:");
-        let width = p.imports.iter().map(|i| i.len()).max().unwrap_or(0);
-        for import in &p.imports {
-            let _ = writeln!(out, "    {import:<width$}  {}", describe_import(import));
+        // Import names are the component's own text: shown escaped.
+        let imports: Vec<String> = p.imports.iter().map(|i| safe(i)).collect();
+        let width = imports.iter().map(|i| i.chars().count()).max().unwrap_or(0);
+        for (shown, import) in imports.iter().zip(&p.imports) {
+            let _ = writeln!(out, "    {shown:<width$}  {}", describe_import(import));
         }
         if p.imports.is_empty() {
             let _ = writeln!(out, "    (nothing)");

@@ -192,7 +192,7 @@ async fn supervise(
     let junitxml = settings
         .junitxml
         .as_ref()
-        .map(|path| std::path::absolute(path))
+        .map(std::path::absolute)
         .transpose()?;
     let mut policies = settings.policies;
     for error in policies.open_outputs(&state_dir, junitxml.as_deref()) {

@@ -16,10 +16,45 @@ use crate::support::repo_root;
 /// Minimal WASI packages: only the functions the guests call, with the
 /// types wasmtime's WASI 0.2 defines for them.
 const WASI_WIT: &[&str] = &[
+    r#"package wasi:io@0.2.0;
+interface error {
+    resource error;
+}
+interface poll {
+    resource pollable {
+        block: func();
+    }
+}
+interface streams {
+    use error.{error};
+    variant stream-error {
+        last-operation-failed(error),
+        closed,
+    }
+    resource output-stream {
+        blocking-write-and-flush: func(contents: list<u8>) -> result<_, stream-error>;
+    }
+}"#,
+    r#"package wasi:clocks@0.2.0;
+interface monotonic-clock {
+    use wasi:io/poll@0.2.0.{pollable};
+    type instant = u64;
+    type duration = u64;
+    now: func() -> instant;
+    subscribe-duration: func(when: duration) -> pollable;
+}"#,
     r#"package wasi:cli@0.2.0;
 interface environment {
     get-environment: func() -> list<tuple<string, string>>;
     get-arguments: func() -> list<string>;
+}
+interface stdout {
+    use wasi:io/streams@0.2.0.{output-stream};
+    get-stdout: func() -> output-stream;
+}
+interface stderr {
+    use wasi:io/streams@0.2.0.{output-stream};
+    get-stderr: func() -> output-stream;
 }"#,
     r#"package wasi:filesystem@0.2.0;
 interface types {
@@ -41,11 +76,32 @@ world fs-scheduler {
     import wasi:filesystem/preopens@0.2.0;
     include runner:policy/scheduler@0.1.0;
 }
+world stdio-reporter {
+    import wasi:cli/stdout@0.2.0;
+    import wasi:cli/stderr@0.2.0;
+    import wasi:io/streams@0.2.0;
+    include runner:policy/reporter@0.1.0;
+}
+world clock-scheduler {
+    import wasi:clocks/monotonic-clock@0.2.0;
+    import wasi:io/poll@0.2.0;
+    include runner:policy/scheduler@0.1.0;
+}
+world clock-reporter {
+    import wasi:clocks/monotonic-clock@0.2.0;
+    import wasi:io/poll@0.2.0;
+    include runner:policy/reporter@0.1.0;
+}
+world clock-quarantine {
+    import wasi:clocks/monotonic-clock@0.2.0;
+    import wasi:io/poll@0.2.0;
+    include runner:policy/quarantine@0.1.0;
+}
 "#;
 
 /// The allocator and `configure`, shared by every guest. `$heap` starts
 /// at 1024; static data lives below it.
-const SCAFFOLD: &str = r#"
+pub const SCAFFOLD: &str = r#"
   (memory (export "memory") 1)
   (global $heap (mut i32) (i32.const 1024))
   (func $alloc (export "cabi_realloc")
@@ -104,8 +160,14 @@ pub fn reporter(extra: &str, body: &str) -> String {
 
 /// A quarantine guest whose `decide` runs `body`.
 pub fn quarantine(body: &str) -> String {
+    quarantine_with("", body)
+}
+
+/// A quarantine guest with `extra` items (imports, data, functions).
+pub fn quarantine_with(extra: &str, body: &str) -> String {
     format!(
         r#"(module
+  {extra}
   {SCAFFOLD}
   (func (export "decide") (param $history i32) (param $n i32) (result i32)
     {body})
@@ -133,12 +195,11 @@ pub fn build(dir: &Path, name: &str, world: &str, version: &str, wat: &str) -> P
     let guests = resolve
         .push_str("hostile.wit", &HOSTILE_WIT.replace("0.1.0", version))
         .unwrap();
-    let package = if world.starts_with("env-") || world.starts_with("fs-") {
-        guests
-    } else {
-        runner
-    };
-    let world = resolve.select_world(&[package], Some(world)).unwrap();
+    // The worlds that add WASI are in the guests' package, the others in wit/.
+    let world = resolve
+        .select_world(&[guests], Some(world))
+        .or_else(|_| resolve.select_world(&[runner], Some(world)))
+        .unwrap();
     let mut module = wat::parse_str(wat).unwrap_or_else(|e| panic!("{name}: bad WAT: {e}\n{wat}"));
     embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8).unwrap();
     let component = ComponentEncoder::default()
@@ -151,3 +212,33 @@ pub fn build(dir: &Path, name: &str, world: &str, version: &str, wat: &str) -> P
     std::fs::write(&path, component).unwrap();
     path
 }
+
+/// Imports and helpers for guests of the `clock-*` worlds: `$now`
+/// (monotonic nanoseconds), `$sleep` (waits on a pollable for the given
+/// nanoseconds, blocking in the host) and `$spin` (busy-waits, in wasm,
+/// for the given nanoseconds).
+pub const CLOCK: &str = r#"
+  (import "wasi:clocks/monotonic-clock@0.2.0" "now" (func $now (result i64)))
+  (import "wasi:clocks/monotonic-clock@0.2.0" "subscribe-duration" (func $subscribe (param i64) (result i32)))
+  (import "wasi:io/poll@0.2.0" "[method]pollable.block" (func $block (param i32)))
+  (func $sleep (param $ns i64)
+    (call $block (call $subscribe (local.get $ns))))
+  (func $spin (param $ns i64)
+    (local $until i64)
+    (local.set $until (i64.add (call $now) (local.get $ns)))
+    (loop $l (br_if $l (i64.lt_u (call $now) (local.get $until)))))
+"#;
+
+/// Imports and a helper for guests of the `stdio-reporter` world:
+/// `$print` writes the `len` bytes at `ptr` to stdout (`stream` 0) or
+/// stderr (1) with `blocking-write-and-flush`.
+pub const STDIO: &str = r#"
+  (import "wasi:cli/stdout@0.2.0" "get-stdout" (func $stdout (result i32)))
+  (import "wasi:cli/stderr@0.2.0" "get-stderr" (func $stderr (result i32)))
+  (import "wasi:io/streams@0.2.0" "[method]output-stream.blocking-write-and-flush"
+    (func $write_flush (param i32 i32 i32 i32)))
+  (func $print (param $stream i32) (param $ptr i32) (param $len i32)
+    (call $write_flush
+      (if (result i32) (local.get $stream) (then (call $stderr)) (else (call $stdout)))
+      (local.get $ptr) (local.get $len) (i32.const 900)))
+"#;

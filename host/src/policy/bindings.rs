@@ -1,17 +1,23 @@
 //! Rust bindings of the WIT worlds (wit/), and conversions from the host's
 //! model types. The `types` and `host` interfaces are generated once, with
-//! the scheduler world, and shared by the other two.
+//! the scheduler world, and shared by the other two. Exports are called
+//! async (see `driver`); the host's own imports never block and stay sync.
 
 use crate::model;
 
 mod generated {
     pub mod scheduler {
-        wasmtime::component::bindgen!({ path: "../wit", world: "scheduler" });
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "scheduler",
+            exports: { default: async },
+        });
     }
     pub mod reporter {
         wasmtime::component::bindgen!({
             path: "../wit",
             world: "reporter",
+            exports: { default: async },
             with: {
                 "runner:policy/types": super::scheduler::runner::policy::types,
                 "runner:policy/host": super::scheduler::runner::policy::host,
@@ -22,6 +28,7 @@ mod generated {
         wasmtime::component::bindgen!({
             path: "../wit",
             world: "quarantine",
+            exports: { default: async },
             with: {
                 "runner:policy/types": super::scheduler::runner::policy::types,
                 "runner:policy/host": super::scheduler::runner::policy::host,

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -12,6 +13,7 @@ use wasmtime::component::Component;
 
 use super::PolicyError;
 use super::engine::PolicyEngine;
+use super::text::{needs_escape, safe, safe_path};
 
 /// The built-in policies, built from plugins/ by build.rs.
 pub(crate) const SCHEDULER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/scheduler.wasm"));
@@ -60,8 +62,8 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Embedded => f.write_str("embedded"),
-            Source::PluginsDir(p) => write!(f, "plugins dir ({})", p.display()),
-            Source::Explicit(p) => write!(f, "--policy ({})", p.display()),
+            Source::PluginsDir(p) => write!(f, "plugins dir ({})", safe_path(p)),
+            Source::Explicit(p) => write!(f, "--policy ({})", safe_path(p)),
         }
     }
 }
@@ -168,7 +170,7 @@ pub(crate) fn select(
     }
     let mut names = BTreeSet::new();
     for c in found.iter().chain(&given) {
-        if c.info.name.starts_with("builtin:") || !names.insert(c.info.name.clone()) {
+        if !names.insert(c.info.name.clone()) {
             return Err(PolicyError::Conflict(format!(
                 "two policies are named `{}` (the name is the file name without `.wasm`); rename one",
                 c.info.name
@@ -272,26 +274,63 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 fn read(engine: &PolicyEngine, path: &Path, source: Source) -> Result<Candidate, PolicyError> {
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let too_big = std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_WASM_BYTES as u64);
-    if too_big {
+    let name = name_of(path)?;
+    // Read at most one byte past the bound: the size on disk says nothing
+    // about a device or a pipe (`--policy /dev/zero`), or a file still growing.
+    let mut wasm = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_WASM_BYTES as u64 + 1).read_to_end(&mut wasm))
+        .map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    if wasm.len() > MAX_WASM_BYTES {
         return Err(PolicyError::NotAComponent {
             plugin: name,
             why: format!(
                 "{} is larger than the {} MiB a policy may be",
-                path.display(),
+                safe_path(path),
                 MAX_WASM_BYTES >> 20
             ),
         });
     }
-    let wasm = std::fs::read(path).map_err(|source| PolicyError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
     inspect(engine, &name, &wasm, source)
+}
+
+/// A policy's name: its file name without `.wasm`. The name tags its log
+/// lines, keys its options and names its output directory
+/// (`reports/NAME`), so it must be one ordinary path component that prints
+/// as itself: a file named `...wasm` (name `..`) would otherwise write
+/// into `.runner/` itself.
+pub(crate) fn name_of(path: &Path) -> Result<String, PolicyError> {
+    let refuse = |why: &str| PolicyError::BadName {
+        path: safe_path(path),
+        why: why.to_owned(),
+    };
+    let name = match path.file_stem() {
+        None => return Err(refuse("is empty")),
+        Some(stem) => stem.to_str().ok_or_else(|| refuse("is not valid UTF-8"))?,
+    };
+    if name.is_empty() {
+        return Err(refuse("is empty"));
+    }
+    if name == "." || name == ".." {
+        return Err(refuse("names a directory (`.` or `..`)"));
+    }
+    if name.contains(['/', '\\']) {
+        return Err(refuse("contains a path separator"));
+    }
+    if name.chars().any(needs_escape) {
+        return Err(refuse(
+            "contains control or bidirectional characters (shown escaped above)",
+        ));
+    }
+    if name.starts_with("builtin:") {
+        return Err(refuse(
+            "starts with `builtin:`, reserved for the built-in policies",
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 /// Compiles `wasm` (or loads it from the cache) and reads its slot,
@@ -316,7 +355,7 @@ pub(crate) fn inspect(
         Some([0, b'a', b's', b'm', ..]) => {}
         _ => return Err(not_a_component("it is not a WebAssembly file")),
     }
-    let component = engine.component(name, wasm)?;
+    let component = engine.component(name, wasm, source == Source::Embedded)?;
     let ty = component.component_type();
     let imports: Vec<String> = ty
         .imports(engine.engine())
@@ -338,7 +377,7 @@ pub(crate) fn inspect(
         if !supported(v) {
             return Err(PolicyError::UnsupportedVersion {
                 plugin: name.to_owned(),
-                version: v.to_owned(),
+                version: safe(v),
             });
         }
         version.get_or_insert_with(|| v.to_owned());
@@ -363,7 +402,7 @@ pub(crate) fn inspect(
                 } else {
                     exports
                         .iter()
-                        .map(|e| format!("`{e}`"))
+                        .map(|e| format!("`{}`", safe(e)))
                         .collect::<Vec<_>>()
                         .join(", ")
                 },
@@ -406,6 +445,29 @@ fn supported(version: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_plain_file_names_that_print_as_themselves() {
+        for (file, name) in [
+            ("p/by-file.wasm", "by-file"),
+            ("a.b.wasm", "a.b"),
+            (".wasm", ".wasm"),
+        ] {
+            assert_eq!(name_of(Path::new(file)).unwrap(), name);
+        }
+        for (file, why) in [
+            ("p/...wasm", "names a directory"),
+            ("..wasm", "names a directory"),
+            ("p/\x1b[2J.wasm", "control or bidirectional"),
+            ("p/a\u{202e}b.wasm", "control or bidirectional"),
+            ("p/builtin:x.wasm", "reserved"),
+            ("/", "is empty"),
+        ] {
+            let err = name_of(Path::new(file)).unwrap_err().to_string();
+            assert!(err.contains(why), "{file:?}: {err}");
+            assert!(!err.contains('\x1b') && !err.contains('\u{202e}'), "{err}");
+        }
+    }
 
     #[test]
     fn supports_every_0_1_patch_only() {

@@ -1,73 +1,63 @@
 //! The wasmtime side shared by every policy: one [`PolicyEngine`] (an
-//! `Engine` with epoch interruption and the thread that ticks it), and a
-//! `Store` per plugin holding a [`PluginState`] with its limits, its log
-//! sink and an empty WASI context. Every guest call goes through [`call`],
-//! which arms the deadline and turns traps and guest errors into
-//! [`PolicyError`]s.
+//! `Engine` with epoch interruption and the thread that ticks it, the
+//! compiled-component cache, the runtime guest calls are driven on), and a
+//! `Store` per plugin holding a [`PluginState`] with its memory limiter,
+//! its clock, its log sink and an empty WASI context. Every guest call goes
+//! through [`call`], which runs it under the policy's clock (see `driver`)
+//! and turns traps and guest errors into [`PolicyError`]s.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use super::PolicyError;
 use super::bindings::{host, types};
-use super::cache;
-use super::log::{GuestStream, LogSink, PluginLog, shorten};
+use super::cache::Cache;
+use super::compile;
+use super::driver::{self, Clock, Driver, Timed};
+use super::limits::{MemoryLimitExceeded, PolicyLimiter, SandboxLimits};
+use super::log::{GuestStream, LogSink, PluginLog};
+use super::text::safe;
 
 /// Epoch granularity: a deadline fires within one tick of its time.
 const TICK: Duration = Duration::from_millis(10);
-/// Core instances one plugin may create (a component made by wit-component
-/// has a handful: the module, its shims, the WASI adapter).
-const MAX_INSTANCES: usize = 64;
-/// Tables and memories per plugin, and elements per table.
-const MAX_TABLES: usize = 64;
-const MAX_MEMORIES: usize = 16;
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
-/// The limits every guest call runs under.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SandboxLimits {
-    /// Bytes each linear memory of a plugin may grow to.
-    pub memory_bytes: usize,
-    /// How long one guest call may run before it is interrupted.
-    pub deadline: Duration,
-}
-
-impl Default for SandboxLimits {
-    /// 256 MiB leaves room for interpreted-language policies and 100k-test
-    /// suites (a Rust policy needs a few MiB); 5 s is far more than any
-    /// sane policy call takes.
-    fn default() -> Self {
-        SandboxLimits {
-            memory_bytes: 256 << 20,
-            deadline: Duration::from_secs(5),
-        }
-    }
+/// The wasmtime settings of every policy engine. Epoch interruption makes
+/// a guest running wasm yield to the host's bound on its call (see
+/// `driver`).
+pub(crate) fn config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    config
 }
 
 /// The engine all policies run in.
 pub(crate) struct PolicyEngine {
     engine: Engine,
-    cache_dir: Option<PathBuf>,
+    cache: Option<Cache>,
     limits: SandboxLimits,
     pub(crate) log: LogSink,
+    driver: Arc<Driver>,
     /// Stops the ticker thread when dropped.
     _ticker: mpsc::Sender<()>,
 }
 
 impl PolicyEngine {
+    /// An engine whose compiled components are cached in `cache_dir`, their
+    /// entries keyed with the key in `cache_key` (see `cache`).
     pub(crate) fn new(
         cache_dir: Option<PathBuf>,
+        cache_key: Option<PathBuf>,
         limits: SandboxLimits,
     ) -> Result<Self, PolicyError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        let engine = Engine::new(&config()).map_err(|e| PolicyError::Engine(format!("{e:#}")))?;
+        let driver = Driver::new()
+            .map_err(|e| PolicyError::Engine(format!("failed to start the policy runtime: {e}")))?;
         let (stop, stopped) = mpsc::channel::<()>();
         let ticking = engine.clone();
         thread::Builder::new()
@@ -80,9 +70,10 @@ impl PolicyEngine {
             .map_err(|e| PolicyError::Engine(format!("failed to start the epoch thread: {e}")))?;
         Ok(PolicyEngine {
             engine,
-            cache_dir,
+            cache: cache_dir.map(|dir| Cache::new(dir, cache_key)),
             limits,
             log: LogSink::default(),
+            driver: Arc::new(driver),
             _ticker: stop,
         })
     }
@@ -91,19 +82,47 @@ impl PolicyEngine {
         &self.engine
     }
 
-    /// Compiles `wasm`, or loads it from the disk cache.
-    pub(crate) fn component(&self, plugin: &str, wasm: &[u8]) -> Result<Component, PolicyError> {
-        cache::load(&self.engine, plugin, wasm, self.cache_dir.as_deref()).map_err(|e| {
-            PolicyError::Load {
-                plugin: plugin.to_owned(),
-                cause: shorten(&format!("{e:#}")),
+    /// `wasm` compiled: from the disk cache if a verified entry is there,
+    /// else compiled (in-process if `builtin`, else in a bounded child
+    /// process) and cached.
+    pub(crate) fn component(
+        &self,
+        plugin: &str,
+        wasm: &[u8],
+        builtin: bool,
+    ) -> Result<Component, PolicyError> {
+        let load_error = |e: wasmtime::Error| PolicyError::Load {
+            plugin: plugin.to_owned(),
+            cause: safe(&format!("{e:#}")),
+        };
+        if let Some(cache) = &self.cache
+            && let Some(artifact) = cache.get(&self.engine, plugin, wasm)
+        {
+            match deserialize(&self.engine, &artifact) {
+                Ok(component) => return Ok(component),
+                Err(e) => cache.rejected(&self.engine, plugin, wasm, &format!("{e:#}")),
             }
-        })
+        }
+        if builtin {
+            let component = Component::new(&self.engine, wasm).map_err(load_error)?;
+            if let Some(cache) = &self.cache {
+                let artifact = component.serialize().map_err(load_error)?;
+                cache.put(&self.engine, plugin, wasm, &artifact);
+            }
+            return Ok(component);
+        }
+        let artifact = compile::in_child(plugin, wasm, self.limits.compile_memory())?;
+        let component = deserialize(&self.engine, &artifact).map_err(load_error)?;
+        if let Some(cache) = &self.cache {
+            cache.put(&self.engine, plugin, wasm, &artifact);
+        }
+        Ok(component)
     }
 
     /// Links `component` with `link` (plus WASI, with a context that grants
     /// nothing, if `wasi`) and instantiates it with `instantiate` in a fresh
-    /// store carrying `data` for its imports.
+    /// store carrying `data` for its imports. Instantiation runs guest code
+    /// (start functions), under the same clock as any call.
     pub(crate) fn instantiate<T: Send + 'static, W>(
         &self,
         plugin: &str,
@@ -111,7 +130,7 @@ impl PolicyEngine {
         wasi: bool,
         data: T,
         link: impl FnOnce(&mut Linker<PluginState<T>>) -> wasmtime::Result<()>,
-        instantiate: impl FnOnce(
+        instantiate: impl AsyncFnOnce(
             &mut Store<PluginState<T>>,
             &Component,
             &Linker<PluginState<T>>,
@@ -119,30 +138,26 @@ impl PolicyEngine {
     ) -> Result<(Store<PluginState<T>>, W), PolicyError> {
         let mut linker = Linker::new(&self.engine);
         let mut store = self.store(plugin, data);
-        let linked = link(&mut linker).and_then(|()| {
-            if wasi {
-                wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-            }
-            Ok(())
-        });
-        let instance = linked
-            .and_then(|()| instantiate(&mut store, component, &linker))
+        let instance = link(&mut linker)
+            .and_then(|()| {
+                if wasi {
+                    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+                }
+                Ok(())
+            })
+            .and_then(|()| {
+                driver::run(&mut store, async |store| {
+                    instantiate(store, component, &linker).await
+                })
+            })
             .map_err(|e| PolicyError::Load {
                 plugin: plugin.to_owned(),
-                cause: describe_trap(&e, &self.limits),
+                cause: describe_trap(&e, store.data()),
             })?;
         Ok((store, instance))
     }
 
     fn store<T: Send>(&self, plugin: &str, data: T) -> Store<PluginState<T>> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .instances(MAX_INSTANCES)
-            .tables(MAX_TABLES)
-            .memories(MAX_MEMORIES)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .trap_on_grow_failure(true)
-            .build();
         let log = PluginLog::new(plugin, self.log.clone());
         // Deny by default: no preopened directories, environment, args,
         // stdin or network; stdout and stderr become log lines.
@@ -157,27 +172,36 @@ impl PolicyEngine {
             &self.engine,
             PluginState {
                 log,
-                limits,
-                sandbox: self.limits,
+                limiter: PolicyLimiter::new(self.limits.memory_bytes),
+                clock: Clock::new(self.limits.deadline, self.limits.budget),
+                driver: self.driver.clone(),
                 wasi,
                 table: ResourceTable::new(),
                 data,
             },
         );
-        store.limiter(|state| &mut state.limits);
-        // Instantiation runs guest code too (start functions).
-        arm_deadline(&mut store);
+        store.limiter(|state| &mut state.limiter);
+        // At every tick: stop a call past its end, else let the driver
+        // check its timeout.
+        store.epoch_deadline_callback(|store| {
+            Ok(if store.data().clock.past_end() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         store
     }
 }
 
 /// What the host keeps for one plugin instance: its log (which knows its
-/// name), its limits, its WASI context, and whatever its world's imports
-/// need (`()` for most, the output directory for reporters).
+/// name), its memory limiter and clock, its WASI context, and whatever its
+/// world's imports need (`()` for most, the output directory for reporters).
 pub(crate) struct PluginState<T> {
     pub(crate) log: PluginLog,
-    limits: StoreLimits,
-    sandbox: SandboxLimits,
+    limiter: PolicyLimiter,
+    clock: Clock,
+    driver: Arc<Driver>,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) data: T,
@@ -186,6 +210,16 @@ pub(crate) struct PluginState<T> {
 impl<T> PluginState<T> {
     pub(crate) fn plugin(&self) -> &str {
         self.log.plugin()
+    }
+}
+
+impl<T> Timed for PluginState<T> {
+    fn clock(&mut self) -> &mut Clock {
+        &mut self.clock
+    }
+
+    fn driver(&self) -> &Arc<Driver> {
+        &self.driver
     }
 }
 
@@ -213,56 +247,60 @@ impl<T> host::Host for PluginState<T> {
     }
 }
 
-/// Runs one guest call under the deadline. A trap (deadline, memory, stack,
-/// panic) and an `Err` the guest returns both become errors naming the
-/// plugin and `func`.
-pub(crate) fn call<T, R>(
+/// Runs one guest call under the policy's clock. A trap (deadline, budget,
+/// memory, stack, panic) and an `Err` the guest returns both become errors
+/// naming the plugin and `func`.
+pub(crate) fn call<T: Send, R>(
     store: &mut Store<PluginState<T>>,
     func: &'static str,
-    f: impl FnOnce(&mut Store<PluginState<T>>) -> wasmtime::Result<Result<R, String>>,
+    f: impl AsyncFnOnce(&mut Store<PluginState<T>>) -> wasmtime::Result<Result<R, String>>,
 ) -> Result<R, PolicyError> {
-    arm_deadline(store);
-    let result = f(store);
+    let result = driver::run(store, f);
     let plugin = || store.data().plugin().to_owned();
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(message)) => Err(PolicyError::Failed {
             plugin: plugin(),
             func,
-            message: shorten(&message),
+            message: safe(&message),
         }),
         Err(e) => Err(PolicyError::Trapped {
             plugin: plugin(),
             func,
-            cause: describe_trap(&e, &store.data().sandbox),
+            cause: describe_trap(&e, store.data()),
         }),
     }
 }
 
-fn arm_deadline<T>(store: &mut Store<PluginState<T>>) {
-    let ticks = store.data().sandbox.deadline.as_millis() / TICK.as_millis();
-    store.set_epoch_deadline((ticks as u64).max(1));
+/// Loads an artifact.
+fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime runs an artifact's native code as it is. This one
+    // is either what this very binary just compiled in its child process
+    // and handed over on a pipe only the two of them hold, or a cache
+    // entry whose HMAC under this user's key verified (see `cache`).
+    #[allow(unsafe_code)]
+    unsafe {
+        Component::deserialize(engine, artifact)
+    }
 }
 
 /// A trap in words a CI admin understands; anything else as wasmtime says
-/// it, shortened.
-fn describe_trap(e: &wasmtime::Error, limits: &SandboxLimits) -> String {
+/// it, made safe (it may quote the guest).
+fn describe_trap<T>(e: &wasmtime::Error, state: &PluginState<T>) -> String {
+    if let Some(limit) = e.downcast_ref::<MemoryLimitExceeded>() {
+        return limit.to_string();
+    }
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return format!("exited with status {} (wasi:cli/exit)", exit.0);
+    }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!(
-            "exceeded its {}s deadline (interrupted)",
-            limits.deadline.as_secs_f64()
-        ),
+        Some(Trap::Interrupt) => state.clock.interrupted(),
         Some(Trap::UnreachableCodeReached) => "panicked (wasm `unreachable`)".to_owned(),
         Some(Trap::StackOverflow) => "overflowed its stack (recursion too deep)".to_owned(),
         Some(Trap::CannotEnterComponent) => {
             "can't be called again after an earlier failure".to_owned()
         }
         Some(trap) => format!("trapped: {trap}"),
-        // The memory limiter's refusal is an error, not a `Trap`.
-        None if format!("{e:#}").contains("forcing trap when growing memory") => format!(
-            "exceeded its memory limit of {} MiB",
-            limits.memory_bytes >> 20
-        ),
-        None => shorten(&format!("{e:#}")),
+        None => safe(&format!("{e:#}")),
     }
 }

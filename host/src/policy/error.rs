@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::text::safe_path;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("failed to set up the policy engine: {0}")]
@@ -26,13 +28,19 @@ pub enum PolicyError {
         func: &'static str,
         problem: IdProblem,
     },
-    #[error("failed to read policy {path}: {source}")]
+    #[error("failed to read policy {}: {source}", safe_path(path))]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error("failed to load policy `{plugin}`: {why}")]
     NotAComponent { plugin: String, why: String },
+    #[error("failed to compile policy `{plugin}`: {why}")]
+    Compile { plugin: String, why: String },
+    #[error(
+        "refused policy {path}: its name (the file name without `.wasm`) {why}; rename the file"
+    )]
+    BadName { path: String, why: String },
     #[error(
         "policy `{plugin}` fits no slot: it exports {exports}, but a scheduler exports \
          `plan`, a reporter `on-event` and `finish`, a quarantine policy `decide` \
@@ -55,9 +63,12 @@ pub enum PolicyError {
     },
     #[error("{} policies failed: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Many(Vec<PolicyError>),
-    #[error("the JUnit XML path {0} does not name a file")]
+    #[error("the JUnit XML path {} does not name a file", safe_path(.0))]
     JunitPath(PathBuf),
-    #[error("failed to open the reporter output directory {path}: {source}")]
+    #[error(
+        "failed to open the reporter output directory {}: {source}",
+        safe_path(path)
+    )]
     OutputDir {
         path: PathBuf,
         source: std::io::Error,

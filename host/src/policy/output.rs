@@ -1,8 +1,11 @@
 //! The `output` interface: a reporter writes files only inside its own
 //! directory. The directory is opened once as a cap-std `Dir`, which can't
 //! reach outside itself; paths are also checked first so a guest gets a
-//! clear refusal rather than an I/O error.
+//! clear refusal rather than an I/O error. A reporter's writes are bounded
+//! per run in bytes and in the files and directories they name, since an
+//! empty file costs no bytes but still an inode and a directory entry.
 
+use std::collections::HashSet;
 use std::io::{self, Write as _};
 use std::path::{Component, Path, PathBuf};
 
@@ -11,18 +14,24 @@ use cap_std::fs::{Dir, OpenOptions};
 
 use super::bindings::output;
 use super::engine::PluginState;
+use super::text::{safe, safe_path};
 
 /// Bytes one reporter may write in a run, so a runaway plugin can't fill
 /// the disk.
 const MAX_OUTPUT_BYTES: u64 = 1 << 30;
 /// Longest path a reporter may name.
 const MAX_PATH: usize = 1024;
+/// Files and directories one reporter may name in a run: enough for a
+/// report per test of a large suite, not for filling a disk with inodes.
+const MAX_ENTRIES: usize = 10_000;
 
 /// A reporter's output directory.
 pub(crate) struct OutputDir {
     dir: Dir,
     path: PathBuf,
     written: u64,
+    /// Every file and directory the reporter has named this run.
+    entries: HashSet<PathBuf>,
 }
 
 impl OutputDir {
@@ -36,6 +45,7 @@ impl OutputDir {
             dir: Dir::open_ambient_dir(path, ambient_authority())?,
             path: path.to_owned(),
             written: 0,
+            entries: HashSet::new(),
         })
     }
 
@@ -64,25 +74,40 @@ impl OutputDir {
     }
 
     /// Checks that `rel` stays inside the directory and that `len` more bytes
-    /// fit the budget, and counts them.
+    /// and the entries it names fit the budgets, and counts them.
     fn admit<'a>(&mut self, rel: &'a str, len: usize) -> Result<&'a Path, String> {
         let path = Path::new(rel);
+        let shown = || safe(&rel.chars().take(MAX_PATH).collect::<String>());
         if rel.len() > MAX_PATH
             || rel.is_empty()
             || !path.components().all(|c| matches!(c, Component::Normal(_)))
         {
             return Err(format!(
                 "refused path `{}`: it must be relative, without `..` or `.`",
-                super::log::shorten(&rel.chars().take(MAX_PATH).collect::<String>())
+                shown()
             ));
         }
         let written = self.written.saturating_add(len as u64);
         if written > MAX_OUTPUT_BYTES {
             return Err(format!(
-                "refused to write `{rel}`: the reporter output limit of {} MiB is reached",
+                "refused to write `{}`: the reporter output limit of {} MiB is reached",
+                shown(),
                 MAX_OUTPUT_BYTES >> 20
             ));
         }
+        // The file and each directory above it, once each per run.
+        let new: Vec<&Path> = path
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty() && !self.entries.contains(*a))
+            .collect();
+        if self.entries.len() + new.len() > MAX_ENTRIES {
+            return Err(format!(
+                "refused to write `{}`: a reporter may create at most {MAX_ENTRIES} files and \
+                 directories in a run",
+                shown()
+            ));
+        }
+        self.entries.extend(new.into_iter().map(Path::to_owned));
         self.written = written;
         Ok(path)
     }
@@ -95,7 +120,11 @@ impl OutputDir {
     }
 
     fn io_error(&self, rel: &str, e: io::Error) -> String {
-        format!("failed to write `{rel}` in {}: {e}", self.path.display())
+        format!(
+            "failed to write `{}` in {}: {e}",
+            safe(rel),
+            safe_path(&self.path)
+        )
     }
 }
 
@@ -151,6 +180,34 @@ mod tests {
             .unwrap()
             .collect();
         assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn caps_files_and_directories_empty_or_not() {
+        let root = tempfile::tempdir().unwrap();
+        let mut out = OutputDir::open(root.path()).unwrap();
+        for i in 0..MAX_ENTRIES - 1 {
+            out.write(&format!("f{i}"), b"").unwrap();
+        }
+        // Rewriting a file names nothing new.
+        out.write("f0", b"").unwrap();
+        // A file in a new directory names two entries: one left is too few.
+        let err = out.append("d/x", b"").unwrap_err();
+        assert!(err.contains("at most 10000 files and directories"), "{err}");
+        assert!(!root.path().join("d").exists());
+        out.write("last", b"").unwrap();
+        let err = out.write("one-more", b"").unwrap_err();
+        assert!(err.contains("at most 10000"), "{err}");
+        let count = std::fs::read_dir(root.path()).unwrap().count();
+        assert_eq!(count, MAX_ENTRIES);
+    }
+
+    #[test]
+    fn refusals_escape_the_path() {
+        let root = tempfile::tempdir().unwrap();
+        let mut out = OutputDir::open(root.path()).unwrap();
+        let err = out.write("../\x1b[2J", b"x").unwrap_err();
+        assert!(err.contains("`../\\u{1b}[2J`"), "{err}");
     }
 
     #[test]

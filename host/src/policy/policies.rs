@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::PolicyError;
+use super::SandboxLimits;
 use super::catalog::{self, Candidate, PluginInfo, Slot};
-use super::engine::{PolicyEngine, SandboxLimits};
+use super::engine::PolicyEngine;
 use super::output::OutputDir;
 use super::quarantine::Quarantine;
 use super::reporter::Reporter;
@@ -44,10 +45,15 @@ pub struct PolicyConfig {
     pub limits: SandboxLimits,
     /// Where compiled components are cached (None = no disk cache).
     pub cache_dir: Option<PathBuf>,
+    /// The file holding the key cache entries are verified with; default
+    /// `key` in the cache directory (see `cache`).
+    pub cache_key: Option<PathBuf>,
 }
 
 /// The loaded policies. Each runs in its own sandboxed store; calls are
-/// synchronous and bounded by a deadline.
+/// synchronous for the caller (from inside a multi-threaded tokio runtime
+/// or outside any), each bounded by the deadline and by what is left of the
+/// policy's time budget for the run.
 pub struct Policies {
     scheduler: Scheduler,
     /// Whether `scheduler` is the built-in one (nothing to fall back to).
@@ -72,7 +78,11 @@ impl Policies {
     /// The policies `config` selects, without instantiating them: what
     /// `runner plugins` shows.
     pub fn list(config: &PolicyConfig) -> Result<Vec<PluginInfo>, PolicyError> {
-        let engine = PolicyEngine::new(config.cache_dir.clone(), config.limits)?;
+        let engine = PolicyEngine::new(
+            config.cache_dir.clone(),
+            config.cache_key.clone(),
+            config.limits,
+        )?;
         let selection = catalog::select(&engine, &config.policies, config.plugins_dir.as_deref())?;
         Ok(selection.infos())
     }
@@ -81,7 +91,11 @@ impl Policies {
     /// configures the policies. Reporters can't write until
     /// [`Policies::open_outputs`].
     pub fn load(config: &PolicyConfig) -> Result<Policies, PolicyError> {
-        let engine = PolicyEngine::new(config.cache_dir.clone(), config.limits)?;
+        let engine = PolicyEngine::new(
+            config.cache_dir.clone(),
+            config.cache_key.clone(),
+            config.limits,
+        )?;
         let selection = catalog::select(&engine, &config.policies, config.plugins_dir.as_deref())?;
         let infos = selection.infos();
         let mut options = options_by_plugin(&config.options, &infos)?;
@@ -174,7 +188,7 @@ impl Policies {
                 None => state_dir.to_owned(),
             }
         } else {
-            state_dir.join("reports").join(&r.name)
+            report_dir(state_dir, &r.name)?
         };
         let output = OutputDir::open(&dir).map_err(|source| PolicyError::OutputDir {
             path: dir.clone(),
@@ -241,6 +255,21 @@ impl Policies {
     /// The quarantine policy's verdicts, for the tests whose state changes.
     pub fn decide(&mut self, history: &[TestHistory]) -> Result<Vec<Verdict>, PolicyError> {
         self.quarantine.decide(history)
+    }
+}
+
+/// `<state_dir>/reports/<name>`, for a name that is one ordinary path
+/// component (catalog refuses any other, this makes sure).
+fn report_dir(state_dir: &Path, name: &str) -> Result<PathBuf, PolicyError> {
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(std::path::Component::Normal(part)), None) => {
+            Ok(state_dir.join("reports").join(part))
+        }
+        _ => Err(PolicyError::BadName {
+            path: super::text::safe(name),
+            why: "is not a plain file name".into(),
+        }),
     }
 }
 

@@ -30,10 +30,12 @@ impl Quarantine {
             candidate.info.imports_wasi(),
             (),
             |linker| bindings::Quarantine::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
-            |store, component, linker| bindings::Quarantine::instantiate(store, component, linker),
+            async |store, component, linker| {
+                bindings::Quarantine::instantiate_async(store, component, linker).await
+            },
         )?;
-        call(&mut store, "configure", |s| {
-            instance.call_configure(s, options)
+        call(&mut store, "configure", async |s| {
+            instance.call_configure(s, options).await
         })?;
         Ok(Quarantine { store, instance })
     }
@@ -42,14 +44,14 @@ impl Quarantine {
     pub(crate) fn decide(&mut self, history: &[TestHistory]) -> Result<Vec<Verdict>, PolicyError> {
         let wit_history = bindings::histories(history);
         let instance = &self.instance;
-        let verdicts = call(&mut self.store, "decide", |s| {
-            instance.call_decide(s, &wit_history)
+        let verdicts = call(&mut self.store, "decide", async |s| {
+            instance.call_decide(s, &wit_history).await
         })?;
         let known: HashSet<&str> = history.iter().map(|h| h.id.as_str()).collect();
         let mut named = HashSet::with_capacity(verdicts.len());
         for v in &verdicts {
             let problem = if !known.contains(v.id.as_str()) {
-                IdProblem::Unknown(super::log::shorten(&v.id))
+                IdProblem::Unknown(super::text::safe(&v.id))
             } else if !named.insert(v.id.as_str()) {
                 IdProblem::Duplicate(v.id.clone())
             } else {
@@ -66,7 +68,7 @@ impl Quarantine {
             .map(|v| Verdict {
                 id: v.id,
                 quarantined: v.quarantined,
-                reason: super::log::shorten(&v.reason),
+                reason: super::text::safe(&v.reason),
             })
             .collect())
     }

@@ -29,10 +29,12 @@ impl Reporter {
             candidate.info.imports_wasi(),
             None,
             |linker| bindings::Reporter::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
-            |store, component, linker| bindings::Reporter::instantiate(store, component, linker),
+            async |store, component, linker| {
+                bindings::Reporter::instantiate_async(store, component, linker).await
+            },
         )?;
-        call(&mut store, "configure", |s| {
-            instance.call_configure(s, options)
+        call(&mut store, "configure", async |s| {
+            instance.call_configure(s, options).await
         })?;
         Ok(Reporter { store, instance })
     }
@@ -60,14 +62,16 @@ impl Reporter {
             }),
         };
         let instance = &self.instance;
-        call(&mut self.store, "on-event", |s| {
-            instance.call_on_event(s, &event)
+        call(&mut self.store, "on-event", async |s| {
+            instance.call_on_event(s, &event).await
         })
     }
 
     pub(crate) fn finish(&mut self) -> Result<(), PolicyError> {
         let instance = &self.instance;
-        call(&mut self.store, "finish", |s| instance.call_finish(s))
+        call(&mut self.store, "finish", async |s| {
+            instance.call_finish(s).await
+        })
     }
 }
 

@@ -10,7 +10,7 @@ use wasmtime::component::{ComponentType, HasSelf, Instance, Lower};
 use super::bindings::{self, types};
 use super::catalog::Candidate;
 use super::engine::{PluginState, PolicyEngine, call};
-use super::log::shorten;
+use super::text::safe;
 use super::{IdProblem, PolicyError};
 use crate::model::{Plan, PlanContext, TestCase, TestHistory};
 
@@ -59,16 +59,16 @@ impl Scheduler {
             candidate.info.imports_wasi(),
             (),
             |linker| bindings::Scheduler::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
-            |store, component, linker| {
-                let instance = linker.instantiate(&mut *store, component)?;
+            async |store, component, linker| {
+                let instance = linker.instantiate_async(&mut *store, component).await?;
                 // Checks the exports' types, once.
                 let bound = bindings::Scheduler::new(&mut *store, &instance)?;
                 Ok((instance, bound))
             },
         )?;
         let (instance, bound) = instance;
-        call(&mut store, "configure", |s| {
-            bound.call_configure(s, options)
+        call(&mut store, "configure", async |s| {
+            bound.call_configure(s, options).await
         })?;
         Ok(Scheduler { store, instance })
     }
@@ -85,25 +85,29 @@ impl Scheduler {
         let cases: Vec<CaseRef> = tests.iter().map(case_ref).collect();
         let history: Vec<HistoryRef> = history.iter().map(history_ref).collect();
         let instance = self.instance;
-        let plan = call(&mut self.store, "plan", |s| {
+        let plan = call(&mut self.store, "plan", async |s| {
             let plan = instance
                 .get_typed_func::<PlanParams, (Result<types::Plan, String>,)>(&mut *s, "plan")?;
-            Ok(plan.call(s, (context, &cases, &history))?.0)
+            Ok(plan.call_async(s, (context, &cases, &history)).await?.0)
         })?;
-        let plan = Plan {
+        let mut plan = Plan {
             // An empty batch is harmless; dropping it spares the dispatcher.
             batches: plan.batches.into_iter().filter(|b| !b.is_empty()).collect(),
-            deselected: plan
-                .deselected
-                .into_iter()
-                .map(|(id, reason)| (id, shorten(&reason)))
-                .collect(),
+            deselected: plan.deselected,
         };
         validate(&plan, tests).map_err(|problem| PolicyError::InvalidAnswer {
             plugin: self.store.data().plugin().to_owned(),
             func: "plan",
             problem,
         })?;
+        // Reasons are shown, one line per deselected test: they count
+        // against the plugin's output budget like its log lines.
+        let log = &self.store.data().log;
+        for (_, reason) in &mut plan.deselected {
+            *reason = log.charge(reason).unwrap_or_else(|| {
+                "reason not shown: the scheduler's output budget is used up".into()
+            });
+        }
         Ok(plan)
     }
 }
@@ -160,7 +164,7 @@ fn validate(plan: &Plan, tests: &[TestCase]) -> Result<(), IdProblem> {
     let deselected = plan.deselected.iter().map(|(id, _)| id);
     for id in planned.chain(deselected) {
         match seen.get_mut(id.as_str()) {
-            None => return Err(IdProblem::Unknown(shorten(id))),
+            None => return Err(IdProblem::Unknown(safe(id))),
             Some(true) => return Err(IdProblem::Duplicate(id.clone())),
             Some(placed) => *placed = true,
         }

@@ -234,7 +234,7 @@ fn reporter_cannot_write_outside_its_dir() {
     let state = tempfile::tempdir().unwrap();
     for name in ["../x", "/etc/x"] {
         let engine =
-            engine::PolicyEngine::new(Some(cache_dir()), SandboxLimits::default()).unwrap();
+            engine::PolicyEngine::new(Some(cache_dir()), None, SandboxLimits::default()).unwrap();
         let output = output::OutputDir::open(&state.path().join("out")).unwrap();
         let options = [("junitxml-name".to_owned(), name.to_owned())];
         let candidate = catalog::embedded(&engine, Slot::Reporter).unwrap();
@@ -251,7 +251,8 @@ fn reporter_cannot_write_outside_its_dir() {
 
 #[test]
 fn reporter_rejects_unknown_options() {
-    let engine = engine::PolicyEngine::new(Some(cache_dir()), SandboxLimits::default()).unwrap();
+    let engine =
+        engine::PolicyEngine::new(Some(cache_dir()), None, SandboxLimits::default()).unwrap();
     let options = [("colour".to_owned(), "yes".to_owned())];
     let candidate = catalog::embedded(&engine, Slot::Reporter).unwrap();
     let err = reporter::Reporter::load(&engine, "test", &candidate, &options)
@@ -272,7 +273,11 @@ fn corrupt_cache_entry_is_recompiled() {
         ..Default::default()
     };
     drop(Policies::load(&opts).unwrap());
-    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .collect();
     assert_eq!(entries.len(), 3, "one artifact per component");
     for entry in &entries {
         std::fs::write(entry.path(), b"not a compiled component").unwrap();
