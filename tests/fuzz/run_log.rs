@@ -71,6 +71,17 @@ fn line() -> impl Strategy<Value = LogLine> {
                 }
             ),
         text().prop_map(|id| LogLine::NotRun { id }),
+        (text(), text()).prop_map(|(id, reason)| LogLine::Deselected { id, reason }),
+        (prop::option::of(text()), any::<i32>(), text())
+            .prop_map(|(test, pid, command)| { LogLine::LeakedProcess { test, pid, command } }),
+        (prop::option::of(text()), text(), any::<i32>(), text()).prop_map(
+            |(test, origin, pid, command)| LogLine::LeftoverKilled {
+                test,
+                origin,
+                pid,
+                command,
+            }
+        ),
         (any::<i32>(), number()).prop_map(|(exit_code, duration_secs)| LogLine::RunFinished {
             exit_code,
             duration_secs,
@@ -81,7 +92,7 @@ fn line() -> impl Strategy<Value = LogLine> {
 /// The bytes runner's writer produces for these lines.
 fn written(lines: &[LogLine]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = RunLog::create(dir.path(), "run", None).unwrap();
+    let mut log = RunLog::create(dir.path(), "run", None, &mut |w| panic!("{w}"));
     for line in lines {
         log.write(line).unwrap();
     }

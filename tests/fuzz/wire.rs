@@ -14,8 +14,8 @@ use proptest::prelude::*;
 use runner::config::MAX_SECS;
 use runner::model::TestCase;
 use runner::wire::{
-    CollectError, Collected, Inbound, MAX_FRAME, PhaseReport, Role, SkipLocation, WarningRecord,
-    WireError, read_frame,
+    CollectError, Collected, Inbound, MAX_FRAME, PhaseReport, Role, SessionStop, SkipLocation,
+    WarningRecord, WireError, read_frame,
 };
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -246,6 +246,14 @@ fn message() -> impl Strategy<Value = Inbound> {
                 reports,
                 warnings
             }),
+        (prop::option::of(text()), text(), text(), any::<i32>()).prop_map(
+            |(id, reason, detail, exit_code)| Inbound::Stop(SessionStop {
+                id,
+                reason,
+                detail,
+                exit_code,
+            })
+        ),
     ]
 }
 
@@ -268,6 +276,15 @@ fn to_wire(message: &Inbound, omit: bool, extra: &[(String, Value)]) -> Vec<u8> 
         } => (
             "worker_exited",
             json!({"worker": worker, "pid": pid, "code": code, "signal": signal}),
+        ),
+        Inbound::Stop(stop) => (
+            "stop",
+            json!({
+                "id": stop.id,
+                "reason": stop.reason,
+                "detail": stop.detail,
+                "exit_code": stop.exit_code,
+            }),
         ),
         Inbound::Ready => ("ready", json!({})),
         Inbound::Started { id } => ("started", json!({ "id": id })),
@@ -326,6 +343,7 @@ fn strip_defaults(tag: &str, fields: &mut Value) {
         "collected" => &["warnings", "maxfail", "timeout", "interrupted"],
         "worker_exited" => &["code", "signal"],
         "result" => &["warnings"],
+        "stop" => &["id", "detail"],
         _ => &[],
     };
     strip(fields, top);
@@ -355,6 +373,7 @@ fn strip_defaults(tag: &str, fields: &mut Value) {
 /// Fields that are an `Option` in the host: only `null` is their default.
 const OPTIONS: &[&str] = &[
     "worker",
+    "id",
     "timeout",
     "interrupted",
     "code",
