@@ -87,7 +87,7 @@ def load_runner_log(path):
                 print(f"runner log line {lineno} is not JSON: {line[:200]}", file=sys.stderr)
                 continue
             kind = obj.get("type")
-            if kind == "result":
+            if kind == "test-finished":
                 nodeid = obj.get("id")
                 phases = [list(p) for p in obj.get("phases") or []]
                 if nodeid in results:

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use runner::model::{Outcome, PlanContext, RunEvent, TestCase, TestHistory, TestResult};
+use runner::model::{Outcome, PlanContext, ReporterEvent, TestCase, TestHistory, TestResult};
 use runner::policy::{Policies, PolicyConfig};
 
 const TESTS: usize = 100_000;
@@ -49,12 +49,12 @@ fn main() {
     });
 
     policies
-        .report(&RunEvent::RunStarted {
+        .report(&ReporterEvent::RunStarted {
             tests: EVENTS as u32,
             workers: 8,
         })
         .unwrap();
-    let events: Vec<RunEvent> = (0..EVENTS).map(result).collect();
+    let events: Vec<ReporterEvent> = (0..EVENTS).map(result).collect();
     let report = rounds(1, || {
         time(|| {
             for event in &events {
@@ -64,7 +64,7 @@ fn main() {
     });
     let finish = time(|| {
         policies
-            .report(&RunEvent::RunFinished {
+            .report(&ReporterEvent::RunFinished {
                 exit_code: 0,
                 duration_secs: 1.0,
             })
@@ -98,7 +98,7 @@ fn case(i: usize) -> TestCase {
         "id": format!("{file}::TestClass{}::test_case_{i}[param-{}]", i % 7, i % 13),
         "file": file,
         "line": i % 500,
-        "markers": if i % 10 == 0 { vec!["slow"] } else { vec![] },
+        "markers": if i.is_multiple_of(10) { vec!["slow"] } else { vec![] },
     }))
     .unwrap()
 }
@@ -113,9 +113,9 @@ fn history(i: usize) -> TestHistory {
     }
 }
 
-fn result(i: usize) -> RunEvent {
-    let failed = i % 20 == 0;
-    RunEvent::TestFinished(TestResult {
+fn result(i: usize) -> ReporterEvent {
+    let failed = i.is_multiple_of(20);
+    ReporterEvent::TestFinished(TestResult {
         id: case(i).id,
         outcome: if failed {
             Outcome::Failed

@@ -7,6 +7,15 @@ use clap::{Args, Parser, Subcommand};
 use crate::policy::PolicyOption;
 use crate::ui::Verbosity;
 
+/// What runner writes on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// pytest's report.
+    Human,
+    /// The run's events as JSON lines (the human report goes to stderr).
+    Json,
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "runner",
@@ -61,6 +70,11 @@ pub struct Cli {
     /// Print only the closing line.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// `json`: write the run's events as JSON lines on stdout while it runs
+    /// (the schema of the run log); the human report goes to stderr.
+    #[arg(long, value_name = "FORMAT", default_value = "human")]
+    pub format: OutputFormat,
 
     #[command(flatten)]
     pub policy: PolicyArgs,

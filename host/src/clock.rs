@@ -1,5 +1,6 @@
 //! The run's clock: monotonic time minus the time runner itself could not
-//! watch. When runner is stopped (SIGSTOP, a debugger, a suspended laptop
+//! watch, and minus the time the run was held on purpose (a test paused for
+//! a person to look at). When runner is stopped (SIGSTOP, a debugger, a suspended laptop
 //! that resumes only some processes first) its workers may go on running,
 //! and on resume every test would look as if it had run for the whole
 //! pause. Timeouts, the global deadline and slow notices are measured on
@@ -18,9 +19,11 @@ pub type RunInstant = Duration;
 #[derive(Debug)]
 pub struct RunClock {
     origin: Instant,
-    /// Time runner was seen not running, not counted.
+    /// Time runner was seen not running, or held, not counted.
     paused: Duration,
     last_wakeup: Instant,
+    /// Since when the clock is held, if it is.
+    held_since: Option<Instant>,
 }
 
 impl RunClock {
@@ -34,6 +37,20 @@ impl RunClock {
             origin,
             paused: Duration::ZERO,
             last_wakeup: Instant::now(),
+            held_since: None,
+        }
+    }
+
+    /// Stops the clock: until [`RunClock::release`], no time passes for
+    /// timeouts and deadlines.
+    pub fn hold(&mut self) {
+        self.held_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Starts the clock again after [`RunClock::hold`].
+    pub fn release(&mut self) {
+        if let Some(since) = self.held_since.take() {
+            self.paused += since.elapsed();
         }
     }
 
@@ -43,9 +60,12 @@ impl RunClock {
     }
 
     fn at(&self, instant: Instant) -> RunInstant {
+        let held = self.held_since.map_or(Duration::ZERO, |since| {
+            instant.saturating_duration_since(since)
+        });
         instant
             .saturating_duration_since(self.origin)
-            .saturating_sub(self.paused)
+            .saturating_sub(self.paused + held)
     }
 
     /// Called first thing at every wake-up of a loop that a timer of period
@@ -63,7 +83,8 @@ impl RunClock {
         let gap = now.saturating_duration_since(self.last_wakeup);
         self.last_wakeup = now;
         let late = gap.saturating_sub(period);
-        if late > MAX_TICK_LATENESS {
+        // While held, a stop of runner is already out of run time.
+        if late > MAX_TICK_LATENESS && self.held_since.is_none() {
             self.paused += late;
             true
         } else {
@@ -105,6 +126,35 @@ mod tests {
         assert_eq!(clock.at(resumed), PERIOD * 2);
         assert!(!clock.observe_at(resumed + PERIOD, PERIOD));
         assert_eq!(clock.at(resumed + PERIOD), PERIOD * 3);
+    }
+
+    #[test]
+    fn a_held_clock_does_not_move() {
+        let mut clock = RunClock::new();
+        let start = clock.origin;
+        clock.held_since = Some(start + Duration::from_secs(1));
+        assert_eq!(
+            clock.at(start + Duration::from_secs(5)),
+            Duration::from_secs(1)
+        );
+        // Released at 5 s: time goes on from where it was held.
+        clock.held_since = None;
+        clock.paused += Duration::from_secs(4);
+        assert_eq!(
+            clock.at(start + Duration::from_secs(6)),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn hold_and_release_leave_out_the_held_time() {
+        let mut clock = RunClock::new();
+        clock.hold();
+        let held_at = clock.now();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(clock.now() - held_at < Duration::from_millis(5));
+        clock.release();
+        assert!(clock.now() - held_at < Duration::from_millis(10));
     }
 
     #[test]

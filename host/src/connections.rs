@@ -7,7 +7,9 @@ use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
-use crate::wire::{self, Inbound, Role, WireError};
+use std::collections::HashMap;
+
+use crate::wire::{self, Inbound, Outbound, Role, WireError};
 
 pub type ConnId = u64;
 
@@ -21,6 +23,46 @@ pub enum ConnEvent {
     Evidence(ConnId, Vec<u8>),
     Closed(ConnId),
     Broken(ConnId, WireError),
+}
+
+/// The connections of a session: the events of every peer, in one channel,
+/// and the write half of each, to send commands.
+pub struct Peers {
+    pub events: mpsc::UnboundedReceiver<ConnEvent>,
+    writers: HashMap<ConnId, OwnedWriteHalf>,
+    /// The zygote's connection, once it has said hello.
+    pub zygote_conn: ConnId,
+}
+
+impl Peers {
+    pub fn new(events: mpsc::UnboundedReceiver<ConnEvent>) -> Peers {
+        Peers {
+            events,
+            writers: HashMap::new(),
+            zygote_conn: ConnId::MAX,
+        }
+    }
+
+    pub fn opened(&mut self, conn: ConnId, writer: OwnedWriteHalf) {
+        self.writers.insert(conn, writer);
+    }
+
+    pub fn closed(&mut self, conn: ConnId) {
+        self.writers.remove(&conn);
+    }
+
+    /// Sends one command; false if the peer is gone.
+    pub async fn send(&mut self, conn: ConnId, message: &Outbound<'_>) -> bool {
+        match self.writers.get_mut(&conn) {
+            Some(writer) => wire::write_frame(writer, message).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Sends one command to the zygote; false if it is gone.
+    pub async fn to_zygote(&mut self, message: &Outbound<'_>) -> bool {
+        self.send(self.zygote_conn, message).await
+    }
 }
 
 pub async fn accept_connections(listener: UnixListener, events: mpsc::UnboundedSender<ConnEvent>) {

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod descendants;
+pub mod events;
 pub mod exit_code;
 pub mod guardian;
 pub mod model;
@@ -14,11 +15,12 @@ pub mod outcome;
 pub mod panic;
 pub mod plugins;
 pub mod policy;
-pub mod pool;
 pub mod python;
-pub mod recorder;
+pub mod report;
 pub mod run;
 pub mod run_log;
+pub mod session;
+pub mod signals;
 pub mod state;
 pub mod stdio;
 pub mod summary;
@@ -34,7 +36,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command, PolicyArgs};
 use crate::config::ProjectConfig;
 use crate::policy::{Policies, PolicyConfig, SandboxLimits};
-use crate::run::RunSettings;
+use crate::session::SessionSettings;
 
 /// The whole program; returns the process exit code.
 pub fn main_impl() -> i32 {
@@ -109,8 +111,8 @@ pub fn main_impl() -> i32 {
     if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
         crate::errln!("warning: could not become a child subreaper: {error}");
     }
-    let settings = RunSettings {
-        limits: pool::Limits {
+    let settings = SessionSettings {
+        limits: run::Limits {
             timeout: cli.timeout.or(file.timeout),
             slow: cli.slow.or(file.slow),
             global_timeout: cli.global_timeout.or(file.global_timeout),
@@ -123,7 +125,7 @@ pub fn main_impl() -> i32 {
         pytest_args: cli.pytest_args,
         junitxml,
         run_log: cli.run_log,
-        policies,
+        json: cli.format == cli::OutputFormat::Json,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -131,7 +133,7 @@ pub fn main_impl() -> i32 {
         .build();
     let result = runtime
         .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(run::run(settings)));
+        .and_then(|rt| rt.block_on(session::run_once(settings, policies)));
     match result {
         Ok(code) => code,
         Err(error) => {

@@ -113,7 +113,7 @@ pub struct Verdict {
 
 /// Events the reporters receive, in order.
 #[derive(Debug, Clone)]
-pub enum RunEvent {
+pub enum ReporterEvent {
     RunStarted { tests: u32, workers: u32 },
     TestFinished(TestResult),
     RunFinished { exit_code: i32, duration_secs: f64 },

@@ -1,6 +1,7 @@
 //! Turning a test's phase reports (setup, call, teardown) into the one
 //! outcome the policies and the run log see.
 
+use crate::events::LostCause;
 use crate::model::{Outcome, TestResult};
 use crate::wire::PhaseReport;
 
@@ -17,10 +18,11 @@ pub fn outcome_of(reports: &[PhaseReport]) -> Outcome {
             None => Outcome::Error,
         },
     };
-    if let Some(teardown) = phase("teardown") {
-        if teardown.outcome == "failed" && outcome != Outcome::Failed {
-            outcome = Outcome::Error;
-        }
+    if let Some(teardown) = phase("teardown")
+        && teardown.outcome == "failed"
+        && outcome != Outcome::Failed
+    {
+        outcome = Outcome::Error;
     }
     outcome
 }
@@ -66,6 +68,71 @@ pub fn synthetic_report(
         message: Some(message.into()),
         wasxfail: None,
         skip: None,
+    }
+}
+
+/// The report for a test whose worker was lost while running it: hung
+/// (stopped by runner past its limit) or crashed, with the evidence
+/// (faulthandler's traceback of every thread) when there is some.
+pub fn lost_test_report(
+    id: &str,
+    worker: &str,
+    pid: Option<i32>,
+    cause: &LostCause,
+    elapsed_secs: f64,
+    evidence: &str,
+) -> PhaseReport {
+    let pid = pid.map_or(String::new(), |p| format!(" (pid {p})"));
+    let (category, message, mut text) = match cause {
+        LostCause::Hung {
+            limit_secs, global, ..
+        } => {
+            let why = if *global {
+                format!("the run's global timeout stopped it after {elapsed_secs:.2}s")
+            } else {
+                format!("Timeout: the test ran longer than {limit_secs}s")
+            };
+            let how = format!("its worker {worker}{pid} {}", describe_loss(cause));
+            ("hung", why.clone(), format!("{why}; {how}.\n"))
+        }
+        _ => {
+            let message = format!(
+                "worker {worker}{pid} {} while running this test",
+                describe_loss(cause)
+            );
+            let text = format!("{message}, {elapsed_secs:.2}s in.\n");
+            ("crashed", message, text)
+        }
+    };
+    if evidence.trim().is_empty() {
+        text.push_str("(no traceback: the worker died before Python could write one)\n");
+    } else {
+        text.push_str("\nTraceback of every thread (faulthandler):\n");
+        text.push_str(evidence);
+    }
+    synthetic_report(id, category, &message, &text, elapsed_secs)
+}
+
+/// How a worker went, as in "worker gw0 was killed by signal 9 (SIGKILL)".
+pub fn describe_loss(cause: &LostCause) -> String {
+    match cause {
+        LostCause::Signal { signal } => format!("was killed by {}", signal_name(*signal)),
+        LostCause::Exited { code } => format!("exited with status {code}"),
+        LostCause::Hung {
+            signal: Some(signal),
+            ..
+        } => format!("was stopped with {}", signal_name(*signal)),
+        LostCause::Hung { signal: None, .. } => "was stopped".to_owned(),
+        LostCause::ZygoteDied => "was stopped when the zygote died".to_owned(),
+        LostCause::Disappeared => "disappeared".to_owned(),
+    }
+}
+
+/// `signal 9 (SIGKILL)`.
+pub fn signal_name(signal: i32) -> String {
+    match nix::sys::signal::Signal::try_from(signal) {
+        Ok(known) => format!("signal {signal} ({})", known.as_str()),
+        Err(_) => format!("signal {signal}"),
     }
 }
 

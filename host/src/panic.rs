@@ -23,6 +23,18 @@ pub fn install() {
     }));
 }
 
+/// Fault injection for runner's own tests: `RUNNER_INJECT_PANIC=result`
+/// makes runner panic at the point named `result` (when the first result
+/// arrives, mid-run), as a bug would; the tests check that the hook cleans
+/// up.
+pub fn injected(point: &str) {
+    static INJECT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let wanted = INJECT.get_or_init(|| std::env::var("RUNNER_INJECT_PANIC").ok());
+    if wanted.as_deref() == Some(point) {
+        panic!("injected by RUNNER_INJECT_PANIC={point}");
+    }
+}
+
 /// SIGKILLs every descendant of runner. runner is a child subreaper, so
 /// every process of the run that lost its parent is its child: walking the
 /// tree from runner reaches them all. Two passes catch what was forked

@@ -1,76 +1,15 @@
-//! The run log's lines, and the one reader of a run log. `state::RunLog`
-//! writes these lines as results arrive (one JSON object per line, flushed
-//! line by line); this reader reads them back. It tolerates what a crash of
+//! The one reader of a run log. `report::RunLogFile` writes the run's
+//! events (`events::Stamped`, one JSON object per line, flushed line by
+//! line); this reader reads them back. It tolerates what a crash of
 //! the machine while writing leaves behind, an incomplete last line, and
 //! names the line of anything else that is not a log line.
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Deserializer, Serialize};
+use crate::events::Stamped;
 
-use crate::model::Outcome;
-
-/// One line of the run log, tagged by `type`. Fields a later runner adds
-/// are ignored, so older readers keep working.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum LogLine {
-    /// Collection is done and the run begins.
-    RunStarted {
-        tests: u64,
-        workers: u32,
-        deselected: u32,
-        #[serde(deserialize_with = "secs")]
-        collected_after_secs: f64,
-    },
-    /// A file or module pytest could not collect.
-    CollectionError { id: String, longrepr: String },
-    /// A collected test the scheduler chose not to run, and why.
-    Deselected { id: String, reason: String },
-    /// A test's final result.
-    Result {
-        id: String,
-        outcome: Outcome,
-        /// Each phase and pytest's report category for it.
-        phases: Vec<(String, String)>,
-        #[serde(deserialize_with = "secs")]
-        duration_secs: f64,
-        worker: String,
-        longrepr: String,
-        /// When runner received it, seconds since the run started.
-        #[serde(deserialize_with = "secs")]
-        at_secs: f64,
-    },
-    /// A planned test that did not run (the run stopped early).
-    NotRun { id: String },
-    /// A process a test left running after it ended (a leaky test).
-    LeakedProcess {
-        /// The test that started it, when known.
-        test: Option<String>,
-        pid: i32,
-        command: String,
-    },
-    /// A process of the run still alive at its end, killed.
-    LeftoverKilled {
-        test: Option<String>,
-        /// Who started it, in words (a test, collection, unknown).
-        origin: String,
-        pid: i32,
-        command: String,
-    },
-    /// The run is over.
-    RunFinished {
-        exit_code: i32,
-        #[serde(deserialize_with = "secs")]
-        duration_secs: f64,
-    },
-}
-
-/// JSON has no NaN or infinity, so serde_json writes them as `null`; such a
-/// value is read back as NaN rather than losing the whole line.
-fn secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
-}
+/// One line of the run log: an event and when it happened.
+pub type LogLine = Stamped;
 
 /// A run log as read back.
 #[derive(Debug, Default, PartialEq)]
@@ -155,13 +94,15 @@ pub fn parse(bytes: &[u8]) -> Result<ReadLog, RunLogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::RunEvent;
+    use crate::model::Outcome;
 
     const LOG: &str = concat!(
-        r#"{"type":"run-started","tests":2,"workers":1,"deselected":0,"collected_after_secs":0.1}"#,
+        r#"{"at":1.5,"type":"run-started","schema":1,"run_id":"r","runner":"0.1.0","rootdir":"/p","python":"3.11.7","pytest":"9.2.0","tests":2,"workers":1,"deselected":0,"collected_after_secs":0.1}"#,
         "\n",
-        r#"{"type":"result","id":"t.py::a","outcome":"passed","phases":[["call","passed"]],"duration_secs":0.5,"worker":"gw0","longrepr":"","at_secs":0.7,"added_later":1}"#,
+        r#"{"at":2.0,"type":"test-finished","id":"t.py::a","worker":"gw0","attempt":1,"outcome":"passed","duration_secs":0.5,"phases":[["call","passed"]],"added_later":1}"#,
         "\n",
-        r#"{"type":"not-run","id":"t.py::b"}"#,
+        r#"{"at":2.5,"type":"not-run","id":"t.py::b"}"#,
         "\n",
     );
 
@@ -171,8 +112,8 @@ mod tests {
         assert!(!log.incomplete_last_line);
         assert_eq!(log.lines.len(), 3);
         assert!(matches!(
-            &log.lines[1],
-            LogLine::Result { id, outcome: Outcome::Passed, .. } if id == "t.py::a"
+            &log.lines[1].event,
+            RunEvent::TestFinished { id, outcome: Outcome::Passed, .. } if id == "t.py::a"
         ));
     }
 

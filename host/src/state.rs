@@ -1,22 +1,20 @@
 //! Project-local state under `.runner/`: the outcome and duration history
-//! the policies read, and one append-only JSON-lines log per run. Writes of
+//! the policies read (the run logs are `report::RunLogFile`'s). Writes of
 //! whole files are atomic (temp file + rename); a corrupt file is reported
 //! and replaced, never a crash.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Outcome, TestHistory, TestResult};
-use crate::run_log::LogLine;
+use crate::events::RunEvent;
+use crate::model::{Outcome, TestHistory};
 
 /// How many recent outcomes and durations are kept per test.
 const HISTORY_DEPTH: usize = 10;
-/// Run logs older than the newest this many are pruned.
-const KEPT_RUN_LOGS: usize = 20;
 const HISTORY_VERSION: u32 = 1;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -86,11 +84,24 @@ impl History {
         .collect()
     }
 
-    pub fn record(&mut self, result: &TestResult) {
-        let record = self.file.tests.entry(result.id.clone()).or_default();
-        record.recent.insert(0, result.outcome);
+    /// Takes in a test's result from the run's events.
+    pub fn record_event(&mut self, event: &RunEvent) {
+        if let RunEvent::TestFinished {
+            id,
+            outcome,
+            duration_secs,
+            ..
+        } = event
+        {
+            self.record(id, *outcome, *duration_secs);
+        }
+    }
+
+    pub fn record(&mut self, id: &str, outcome: Outcome, duration_secs: f64) {
+        let record = self.file.tests.entry(id.to_owned()).or_default();
+        record.recent.insert(0, outcome);
         record.recent.truncate(HISTORY_DEPTH);
-        record.durations.insert(0, result.duration_secs);
+        record.durations.insert(0, duration_secs);
         record.durations.truncate(HISTORY_DEPTH);
     }
 
@@ -126,91 +137,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The append-only JSON-lines log of one run, flushed line by line so an
-/// interrupted run keeps everything that finished.
-pub struct RunLog {
-    writers: Vec<BufWriter<fs::File>>,
-}
-
-impl RunLog {
-    /// Opens `<state_dir>/runs/<run_id>.jsonl`, plus `extra` if given. A log
-    /// that can't be created is left out and reported through `warn` with
-    /// its path: a read-only project still runs its tests.
-    pub fn create(
-        state_dir: &Path,
-        run_id: &str,
-        extra: Option<&Path>,
-        warn: &mut dyn FnMut(String),
-    ) -> RunLog {
-        let runs = state_dir.join("runs");
-        let main = runs.join(format!("{run_id}.jsonl"));
-        let main_file = fs::create_dir_all(&runs).and_then(|()| {
-            prune_old_logs(&runs);
-            fs::File::create(&main)
-        });
-        let extra_file = extra.map(|path| (path, fs::File::create(path)));
-        let mut writers = Vec::new();
-        for (path, file) in std::iter::once((main.as_path(), main_file)).chain(extra_file) {
-            match file {
-                Ok(file) => writers.push(BufWriter::new(file)),
-                Err(error) => warn(format!(
-                    "cannot write the run log {}: {error}; this run is not logged there",
-                    path.display()
-                )),
-            }
-        }
-        RunLog { writers }
-    }
-
-    pub fn write(&mut self, line: &LogLine) -> std::io::Result<()> {
-        let mut bytes = serde_json::to_vec(line)?;
-        bytes.push(b'\n');
-        for writer in &mut self.writers {
-            writer.write_all(&bytes)?;
-            writer.flush()?;
-        }
-        Ok(())
-    }
-}
-
-fn prune_old_logs(runs: &Path) {
-    let Ok(entries) = fs::read_dir(runs) else {
-        return;
-    };
-    let mut logs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    // Run ids start with a sortable timestamp.
-    logs.sort();
-    let excess = logs.len().saturating_sub(KEPT_RUN_LOGS - 1);
-    for old in &logs[..excess] {
-        let _ = fs::remove_file(old);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn result(id: &str, outcome: Outcome, secs: f64) -> TestResult {
-        TestResult {
-            id: id.into(),
-            outcome,
-            duration_secs: secs,
-            worker: "gw0".into(),
-            longrepr: String::new(),
-            sections: vec![],
-            phases: vec![],
-        }
-    }
 
     #[test]
     fn history_round_trips_and_averages_durations() {
         let dir = tempfile::tempdir().unwrap();
         let mut history = History::load(dir.path(), &mut |w| panic!("{w}"));
-        history.record(&result("a", Outcome::Passed, 1.0));
-        history.record(&result("a", Outcome::Failed, 3.0));
+        history.record("a", Outcome::Passed, 1.0);
+        history.record("a", Outcome::Failed, 3.0);
         history.save().unwrap();
         let history = History::load(dir.path(), &mut |w| panic!("{w}"));
         let seen = history.for_tests(["a", "unknown"].into_iter());
@@ -231,7 +167,7 @@ mod tests {
         let mut history = History::load(dir.path(), &mut |w| warnings.push(w));
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("corrupt"), "{warnings:?}");
-        history.record(&result("a", Outcome::Passed, 1.0));
+        history.record("a", Outcome::Passed, 1.0);
         history.save().unwrap();
         let mut none = vec![];
         assert_eq!(
@@ -239,23 +175,5 @@ mod tests {
             1
         );
         assert!(none.is_empty());
-    }
-
-    #[test]
-    fn run_logs_are_pruned_to_the_newest() {
-        let dir = tempfile::tempdir().unwrap();
-        for i in 0..(KEPT_RUN_LOGS + 5) {
-            let mut log =
-                RunLog::create(dir.path(), &format!("{i:04}"), None, &mut |w| panic!("{w}"));
-            log.write(&LogLine::NotRun { id: "t".into() }).unwrap();
-        }
-        let count = fs::read_dir(dir.path().join("runs")).unwrap().count();
-        assert_eq!(count, KEPT_RUN_LOGS);
-        assert!(
-            dir.path()
-                .join("runs")
-                .join(format!("{:04}.jsonl", KEPT_RUN_LOGS + 4))
-                .exists()
-        );
     }
 }

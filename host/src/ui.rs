@@ -54,6 +54,8 @@ pub struct Terminal {
     width: usize,
     verbosity: Verbosity,
     failures_seen: u64,
+    /// The final report goes to stderr (stdout carries `--format json`).
+    pub report_to_stderr: bool,
 }
 
 impl Terminal {
@@ -70,6 +72,7 @@ impl Terminal {
             width,
             verbosity,
             failures_seen: 0,
+            report_to_stderr: false,
         }
     }
 
@@ -151,7 +154,11 @@ impl Terminal {
         self.bar.finish_and_clear();
         let mut out = String::new();
         self.render(&mut out, summary);
-        crate::stdio::out(&out);
+        if self.report_to_stderr {
+            crate::stdio::err(&out);
+        } else {
+            crate::stdio::out(&out);
+        }
     }
 
     fn sep(&self, out: &mut String, fill: char, title: &str, style: Style) {

@@ -108,7 +108,7 @@ pub struct Collected {
 }
 
 /// Why pytest's session stopped, as its terminal reporter shows it.
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
 pub struct SessionStop {
     /// The test it happened in; none when it came between tests.
     #[serde(default)]

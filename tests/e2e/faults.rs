@@ -347,13 +347,8 @@ fn maxfail_starts_nothing_once_the_limit_is_reached() {
     let (_, lines) = read_log(&log);
     let arrivals: Vec<(f64, &str)> = lines
         .iter()
-        .filter(|l| l["type"] == "result")
-        .map(|l| {
-            (
-                l["at_secs"].as_f64().unwrap(),
-                l["outcome"].as_str().unwrap(),
-            )
-        })
+        .filter(|l| l["type"] == "test-finished")
+        .map(|l| (l["at"].as_f64().unwrap(), l["outcome"].as_str().unwrap()))
         .collect();
     let failed_at = arrivals.iter().find(|(_, o)| *o == "failed").unwrap().0;
     let late: Vec<f64> = arrivals

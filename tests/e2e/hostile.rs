@@ -60,7 +60,7 @@ fn logged_results(p: &Project) -> usize {
     std::fs::read_to_string(log)
         .unwrap()
         .lines()
-        .filter(|l| l.contains(r#""type":"result""#))
+        .filter(|l| l.contains(r#""type":"test-finished""#))
         .count()
 }
 

@@ -160,7 +160,7 @@ fn run_log_is_kept_under_dot_runner() {
             let v: serde_json::Value = serde_json::from_str(line)
                 .unwrap_or_else(|e| panic!("{}: bad JSON line {line:?}: {e}", log.display()));
             match v["type"].as_str() {
-                Some("result") => {
+                Some("test-finished") => {
                     results += 1;
                     assert_eq!(v["outcome"], "passed", "{line}");
                     assert!(

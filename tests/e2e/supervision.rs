@@ -298,7 +298,7 @@ fn interrupt_mid_run(signal: nix::sys::signal::Signal) {
         .unwrap();
     // Wait until some results are on disk.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&log).map_or(0, |t| t.matches("\"result\"").count()) < 2 {
+    while std::fs::read_to_string(&log).map_or(0, |t| t.matches("\"test-finished\"").count()) < 2 {
         assert!(Instant::now() < deadline, "no results within 30s");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -582,7 +582,7 @@ fn leaky_tests_are_reported_and_their_processes_killed(workers: &str) {
         // last test, which runs after a 1 s one.
         let last_result = lines
             .iter()
-            .position(|l| l["type"] == "result" && l["id"] == "test_leaks.py::test_last_ok")
+            .position(|l| l["type"] == "test-finished" && l["id"] == "test_leaks.py::test_last_ok")
             .unwrap();
         let last_leak = lines
             .iter()
@@ -685,7 +685,10 @@ fn hanging(started: &[(String, i32)]) -> bool {
 }
 
 fn results_so_far_passed(lines: &[serde_json::Value]) -> usize {
-    let results: Vec<_> = lines.iter().filter(|l| l["type"] == "result").collect();
+    let results: Vec<_> = lines
+        .iter()
+        .filter(|l| l["type"] == "test-finished")
+        .collect();
     assert!(
         results.iter().all(|r| r["outcome"] == "passed"),
         "{results:?}"

@@ -397,7 +397,7 @@ pub fn read_log(path: &Path) -> (HashMap<String, Logged>, Vec<serde_json::Value>
     assert_eq!(typed.lines.len(), lines.len(), "{}", path.display());
     let results = lines
         .iter()
-        .filter(|l| l["type"] == "result")
+        .filter(|l| l["type"] == "test-finished")
         .map(|l| {
             let logged = Logged {
                 outcome: l["outcome"].as_str().unwrap().to_string(),

@@ -1,5 +1,5 @@
 //! The run-log reader (`run_log::parse`) against logs written by runner's
-//! own writer (`state::RunLog`), then cut anywhere, with a line damaged, or
+//! own writer (`report::RunLogFile`), then cut anywhere, with a line damaged, or
 //! replaced by arbitrary bytes.
 //!
 //! Properties: every complete line written is read back, equal; a log cut
@@ -8,9 +8,10 @@
 //! number; nothing panics.
 
 use proptest::prelude::*;
+use runner::events::{LostCause, RunEvent, Stamped, StopReason, UntrustedCause};
 use runner::model::Outcome;
+use runner::report::RunLogFile;
 use runner::run_log::{LogLine, RunLogError, parse};
-use runner::state::RunLog;
 
 use crate::{cases, text};
 
@@ -38,61 +39,160 @@ fn outcome() -> impl Strategy<Value = Outcome> {
     ])
 }
 
-fn line() -> impl Strategy<Value = LogLine> {
+fn lost_cause() -> impl Strategy<Value = LostCause> {
     prop_oneof![
-        (any::<u64>(), any::<u32>(), any::<u32>(), number()).prop_map(
-            |(tests, workers, deselected, secs)| LogLine::RunStarted {
+        (number(), any::<bool>(), prop::option::of(any::<i32>())).prop_map(
+            |(limit_secs, global, signal)| LostCause::Hung {
+                limit_secs,
+                global,
+                signal
+            }
+        ),
+        any::<i32>().prop_map(|signal| LostCause::Signal { signal }),
+        any::<i32>().prop_map(|code| LostCause::Exited { code }),
+        Just(LostCause::ZygoteDied),
+        Just(LostCause::Disappeared),
+    ]
+}
+
+fn stop_reason() -> impl Strategy<Value = StopReason> {
+    prop_oneof![
+        any::<u32>().prop_map(|failures| StopReason::MaxFail { failures }),
+        number().prop_map(|secs| StopReason::GlobalTimeout { secs }),
+        any::<u32>().prop_map(|restarts| StopReason::RestartLimit { restarts }),
+        (text(), text()).prop_map(|(status, last_output)| StopReason::ZygoteDied {
+            status,
+            last_output
+        }),
+        (any::<i32>(), any::<bool>(), number()).prop_map(|(pid, stopped, waited_secs)| {
+            StopReason::ZygoteStuck {
+                pid,
+                stopped,
+                waited_secs,
+            }
+        }),
+        text().prop_map(|name| StopReason::Signal { name }),
+        text().prop_map(|reason| StopReason::Collection { reason }),
+    ]
+}
+
+/// Events of every kind runner writes.
+fn event() -> impl Strategy<Value = RunEvent> {
+    let started = (
+        (any::<u64>(), any::<u32>(), any::<u32>(), number()),
+        (
+            text(),
+            text(),
+            prop::collection::vec(prop::collection::vec(text(), 0..3), 0..3),
+        ),
+    )
+        .prop_map(
+            |((tests, workers, deselected, secs), (run_id, rootdir, plan))| RunEvent::RunStarted {
+                schema: 1,
+                run_id,
+                runner: "0.1.0".into(),
+                rootdir,
+                python: "3.11.7".into(),
+                pytest: "9.2.0".into(),
                 tests,
                 workers,
                 deselected,
                 collected_after_secs: secs,
-            }
-        ),
-        (text(), text()).prop_map(|(id, longrepr)| LogLine::CollectionError { id, longrepr }),
+                plan,
+            },
+        );
+    let finished = (
+        (text(), text(), outcome(), any::<u32>()),
         (
-            (
-                text(),
-                outcome(),
-                prop::collection::vec((text(), text()), 0..4)
-            ),
-            (number(), text(), text(), number()),
-        )
-            .prop_map(
-                |((id, outcome, phases), (duration_secs, worker, longrepr, at_secs))| {
-                    LogLine::Result {
-                        id,
-                        outcome,
-                        phases,
-                        duration_secs,
-                        worker,
-                        longrepr,
-                        at_secs,
-                    }
+            number(),
+            prop::collection::vec((text(), text()), 0..4),
+            text(),
+        ),
+    )
+        .prop_map(
+            |((id, worker, outcome, attempt), (duration_secs, phases, longrepr))| {
+                RunEvent::TestFinished {
+                    id,
+                    worker,
+                    attempt,
+                    outcome,
+                    duration_secs,
+                    phases,
+                    longrepr,
+                    reports: Vec::new(),
                 }
-            ),
-        text().prop_map(|id| LogLine::NotRun { id }),
-        (text(), text()).prop_map(|(id, reason)| LogLine::Deselected { id, reason }),
+            },
+        );
+    let tests = prop_oneof![
+        (text(), text(), any::<u32>()).prop_map(|(id, worker, attempt)| RunEvent::TestStarted {
+            id,
+            worker,
+            attempt
+        }),
+        (text(), text(), number()).prop_map(|(id, worker, after_secs)| RunEvent::TestSlow {
+            id,
+            worker,
+            after_secs
+        }),
+        finished,
+        (
+            text(),
+            prop::option::of(any::<i32>()),
+            prop::option::of(text()),
+            lost_cause()
+        )
+            .prop_map(|(worker, pid, test, cause)| RunEvent::WorkerLost {
+                worker,
+                pid,
+                test,
+                cause
+            }),
+        text().prop_map(|id| RunEvent::NotRun { id }),
+    ];
+    let run = prop_oneof![
+        started,
+        (text(), text(), prop::option::of(text())).prop_map(|(id, longrepr, message)| {
+            RunEvent::CollectionError {
+                id,
+                longrepr,
+                message,
+            }
+        }),
+        (text(), text()).prop_map(|(nodeid, message)| RunEvent::Warning { nodeid, message }),
+        (text(), text()).prop_map(|(id, reason)| RunEvent::Deselected { id, reason }),
+        stop_reason().prop_map(|reason| RunEvent::RunStopping { reason }),
+        (text(), text()).prop_map(|(from, error)| RunEvent::Untrusted {
+            cause: UntrustedCause::BadMessage { from, error }
+        }),
+        text().prop_map(|message| RunEvent::Notice { message }),
+        (any::<i32>(), number()).prop_map(|(exit_code, duration_secs)| RunEvent::RunFinished {
+            exit_code,
+            duration_secs,
+        }),
+    ];
+    let processes = prop_oneof![
         (prop::option::of(text()), any::<i32>(), text())
-            .prop_map(|(test, pid, command)| { LogLine::LeakedProcess { test, pid, command } }),
+            .prop_map(|(test, pid, command)| RunEvent::LeakedProcess { test, pid, command }),
         (prop::option::of(text()), text(), any::<i32>(), text()).prop_map(
-            |(test, origin, pid, command)| LogLine::LeftoverKilled {
+            |(test, origin, pid, command)| RunEvent::LeftoverKilled {
                 test,
                 origin,
                 pid,
                 command,
             }
         ),
-        (any::<i32>(), number()).prop_map(|(exit_code, duration_secs)| LogLine::RunFinished {
-            exit_code,
-            duration_secs,
-        }),
-    ]
+    ];
+    prop_oneof![3 => tests, 2 => run, 1 => processes]
+}
+
+fn line() -> impl Strategy<Value = LogLine> {
+    (number(), event()).prop_map(|(at, event)| Stamped { at, event })
 }
 
 /// The bytes runner's writer produces for these lines.
 fn written(lines: &[LogLine]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = RunLog::create(dir.path(), "run", None, &mut |w| panic!("{w}"));
+    let mut log = RunLogFile::create(dir.path(), "run", None, &mut |w| panic!("{w}"));
     for line in lines {
         log.write(line).unwrap();
     }
@@ -272,9 +372,13 @@ fn deep_nesting_is_refused_without_exhausting_the_stack() {
 #[test]
 fn a_crash_that_leaves_zeros_keeps_the_lines_before() {
     // ext4 may leave a crashed append as zero bytes of the right length.
-    let mut bytes = written(&[LogLine::NotRun { id: "a".into() }]);
+    let not_run = Stamped {
+        at: 1.0,
+        event: RunEvent::NotRun { id: "a".into() },
+    };
+    let mut bytes = written(std::slice::from_ref(&not_run));
     bytes.extend([0u8; 40]);
     let log = parse(&bytes).unwrap();
-    assert_eq!(log.lines, [LogLine::NotRun { id: "a".into() }]);
+    assert_eq!(log.lines, [not_run]);
     assert!(log.incomplete_last_line);
 }

@@ -86,7 +86,7 @@ pub(crate) fn in_child(plugin: &str, wasm: &[u8], memory: u64) -> Result<Vec<u8>
             match std::os::unix::process::ExitStatusExt::signal(&status) {
                 Some(signal) => format!(
                     "the compiler process was killed by {}",
-                    crate::pool::signal_name(signal)
+                    crate::outcome::signal_name(signal)
                 ),
                 None => safe(errors.trim()),
             },

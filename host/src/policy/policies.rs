@@ -20,7 +20,7 @@ use super::output::OutputDir;
 use super::quarantine::Quarantine;
 use super::reporter::Reporter;
 use super::scheduler::Scheduler;
-use crate::model::{Plan, PlanContext, RunEvent, TestCase, TestHistory, Verdict};
+use crate::model::{Plan, PlanContext, ReporterEvent, TestCase, TestHistory, Verdict};
 
 /// One `--policy-opt NAME.KEY=VALUE` (or a config-file entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,7 +224,7 @@ impl Policies {
 
     /// Passes one event to every reporter still in the run. A reporter that
     /// fails is dropped for the rest of the run; its error is returned once.
-    pub fn report(&mut self, event: &RunEvent) -> Result<(), PolicyError> {
+    pub fn report(&mut self, event: &ReporterEvent) -> Result<(), PolicyError> {
         self.each_reporter(|r| r.on_event(event))
     }
 

@@ -9,7 +9,7 @@ use super::bindings::{self, types};
 use super::catalog::Candidate;
 use super::engine::{PluginState, PolicyEngine, call};
 use super::output::OutputDir;
-use crate::model::{RunEvent, TestResult};
+use crate::model::{ReporterEvent, TestResult};
 
 pub(crate) struct Reporter {
     store: Store<PluginState<Option<OutputDir>>>,
@@ -44,16 +44,16 @@ impl Reporter {
         self.store.data_mut().data = Some(output);
     }
 
-    pub(crate) fn on_event(&mut self, event: &RunEvent) -> Result<(), PolicyError> {
+    pub(crate) fn on_event(&mut self, event: &ReporterEvent) -> Result<(), PolicyError> {
         let event = match event {
-            RunEvent::RunStarted { tests, workers } => {
+            ReporterEvent::RunStarted { tests, workers } => {
                 types::Event::RunStarted(types::RunStarted {
                     tests: *tests,
                     workers: *workers,
                 })
             }
-            RunEvent::TestFinished(result) => types::Event::TestFinished(test_result(result)),
-            RunEvent::RunFinished {
+            ReporterEvent::TestFinished(result) => types::Event::TestFinished(test_result(result)),
+            ReporterEvent::RunFinished {
                 exit_code,
                 duration_secs,
             } => types::Event::RunFinished(types::RunFinished {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::*;
-use crate::model::{Outcome, PlanContext, RunEvent, TestCase, TestHistory, TestResult};
+use crate::model::{Outcome, PlanContext, ReporterEvent, TestCase, TestHistory, TestResult};
 
 /// One compiled-component cache for the whole test binary, so only the
 /// first test pays for compiling.
@@ -105,8 +105,8 @@ fn quarantine_default_changes_nothing() {
     assert_eq!(load(state.path()).decide(&[h]).unwrap(), vec![]);
 }
 
-fn result(id: &str, outcome: Outcome, longrepr: &str) -> RunEvent {
-    RunEvent::TestFinished(TestResult {
+fn result(id: &str, outcome: Outcome, longrepr: &str) -> ReporterEvent {
+    ReporterEvent::TestFinished(TestResult {
         id: id.into(),
         outcome,
         duration_secs: 0.25,
@@ -122,7 +122,7 @@ fn junit_report_matches_pytest_shape() {
     let state = tempfile::tempdir().unwrap();
     let mut policies = load(state.path());
     let mut passed = result("tests/test_a.py::TestX::test_ok[1-2]", Outcome::Passed, "");
-    if let RunEvent::TestFinished(r) = &mut passed {
+    if let ReporterEvent::TestFinished(r) = &mut passed {
         r.sections = vec![
             ("Captured stdout call".into(), "hello <world>\n".into()),
             ("Captured stderr call".into(), "oops\n".into()),
@@ -133,11 +133,11 @@ fn junit_report_matches_pytest_shape() {
         Outcome::Error,
         "    def fx():\n>       raise ValueError('boom')\nE       ValueError: boom\n",
     );
-    if let RunEvent::TestFinished(r) = &mut error {
+    if let ReporterEvent::TestFinished(r) = &mut error {
         r.phases = vec![("setup".into(), "error".into())];
     }
     let events = [
-        RunEvent::RunStarted {
+        ReporterEvent::RunStarted {
             tests: 8,
             workers: 2,
         },
@@ -165,7 +165,7 @@ fn junit_report_matches_pytest_shape() {
             Outcome::Crashed,
             "worker gw1 died: SIGSEGV\x1b[31m",
         ),
-        RunEvent::RunFinished {
+        ReporterEvent::RunFinished {
             exit_code: 1,
             duration_secs: 1.5,
         },
@@ -216,7 +216,7 @@ fn junitxml_option_sets_the_file() {
             .is_empty()
     );
     policies
-        .report(&RunEvent::RunStarted {
+        .report(&ReporterEvent::RunStarted {
             tests: 0,
             workers: 1,
         })

@@ -1,0 +1,283 @@
+//! The terminal as a sink: live lines while the run goes on (a progress
+//! bar on a terminal, failures as they happen, notices), and pytest's own
+//! report at the end. Everything the user reads about the run is worded
+//! here, from the typed events; the run itself writes no prose.
+
+use std::time::Duration;
+
+use crate::events::{RunEvent, StopReason, UntrustedCause};
+use crate::model::TestResult;
+use crate::outcome::describe_loss;
+use crate::summary::Stats;
+use crate::ui::{Problem, Summary, Terminal, Verbosity};
+use crate::wire::{CollectError, SessionStop, WarningRecord};
+
+/// Leaky tests named in notes; the run log has them all.
+const LEAK_NOTES: usize = 20;
+
+pub struct TerminalSink {
+    terminal: Terminal,
+    stats: Stats,
+    problems: Vec<Problem>,
+    collect_errors: Vec<CollectError>,
+    warnings: Vec<WarningRecord>,
+    /// Things the user must know about the run itself, printed before the
+    /// closing line.
+    notes: Vec<String>,
+    interrupted: Option<String>,
+    session_stop: Option<SessionStop>,
+    /// The scheduler's deselections, by reason, until they are shown.
+    deselected: Vec<(String, usize)>,
+    not_run: usize,
+    leaks: usize,
+}
+
+impl TerminalSink {
+    pub fn new(verbosity: Verbosity) -> TerminalSink {
+        TerminalSink {
+            terminal: Terminal::new(verbosity),
+            stats: Stats::default(),
+            problems: Vec::new(),
+            collect_errors: Vec::new(),
+            warnings: Vec::new(),
+            notes: Vec::new(),
+            interrupted: None,
+            session_stop: None,
+            deselected: Vec::new(),
+            not_run: 0,
+            leaks: 0,
+        }
+    }
+
+    /// The final report goes to stderr: stdout carries `--format json`.
+    pub fn report_to_stderr(&mut self) {
+        self.terminal.report_to_stderr = true;
+    }
+
+    /// A warning before the run's events start (a corrupt history, a state
+    /// directory that can't be written).
+    pub fn warn(&self, message: &str) {
+        self.terminal.warn(message);
+    }
+
+    /// Where policy log lines go, kept clear of the progress bar.
+    pub fn log_sink(&self) -> Box<dyn FnMut(&str) + Send> {
+        self.terminal.log_sink()
+    }
+
+    pub fn show(&mut self, event: &RunEvent) {
+        if !matches!(event, RunEvent::Deselected { .. }) {
+            self.show_deselected();
+        }
+        match event {
+            RunEvent::RunStarted {
+                runner,
+                rootdir,
+                python,
+                pytest,
+                tests,
+                workers,
+                deselected,
+                plan,
+                ..
+            } => {
+                self.terminal.header(&format!(
+                    "runner {runner} · Python {python} · pytest {pytest} · {tests} tests · {workers} worker{} · rootdir {rootdir}",
+                    if *workers == 1 { "" } else { "s" },
+                ));
+                self.stats.add("deselected", *deselected);
+                let planned: usize = plan.iter().map(Vec::len).sum();
+                if planned > 0 {
+                    self.terminal.start(planned as u64);
+                }
+            }
+            RunEvent::CollectionError {
+                id,
+                longrepr,
+                message,
+            } => {
+                self.stats.add("error", 1);
+                self.collect_errors.push(CollectError {
+                    id: id.clone(),
+                    longrepr: longrepr.clone(),
+                    message: message.clone(),
+                });
+            }
+            RunEvent::Warning { nodeid, message } => {
+                self.stats.add("warnings", 1);
+                self.warnings.push(WarningRecord {
+                    nodeid: nodeid.clone(),
+                    message: message.clone(),
+                });
+            }
+            RunEvent::Deselected { id, reason } => {
+                self.stats.add("deselected", 1);
+                if self.terminal.verbosity() == Verbosity::Verbose {
+                    self.terminal
+                        .header(&format!("deselected by the scheduler: {id} ({reason})"));
+                }
+                match self.deselected.iter_mut().find(|(r, _)| r == reason) {
+                    Some((_, count)) => *count += 1,
+                    None => self.deselected.push((reason.clone(), 1)),
+                }
+            }
+            RunEvent::TestStarted { .. } => {}
+            RunEvent::TestSlow {
+                id,
+                worker,
+                after_secs,
+            } => self
+                .terminal
+                .notice(&format!("SLOW [> {after_secs:.1}s] {worker} {id}")),
+            RunEvent::TestFinished {
+                id,
+                worker,
+                outcome,
+                duration_secs,
+                reports,
+                ..
+            } => {
+                for report in reports {
+                    self.stats.add(&report.category, 1);
+                }
+                self.terminal.test_finished(&TestResult {
+                    id: id.clone(),
+                    outcome: *outcome,
+                    duration_secs: *duration_secs,
+                    worker: worker.clone(),
+                    longrepr: String::new(),
+                    sections: Vec::new(),
+                    phases: Vec::new(),
+                });
+                if outcome.is_failure() {
+                    self.problems.push(Problem {
+                        id: id.clone(),
+                        reports: reports.clone(),
+                    });
+                }
+            }
+            RunEvent::WorkerLost { .. } => {}
+            RunEvent::LeakedProcess { test, pid, command } => {
+                self.leaks += 1;
+                if self.leaks <= LEAK_NOTES {
+                    self.note(format!(
+                        "leaky test: {} left a process running after it ended: pid {pid} `{command}`",
+                        test.as_deref().unwrap_or("?"),
+                    ));
+                } else if self.leaks == LEAK_NOTES + 1 {
+                    self.note(
+                        "more tests left processes running; the run log lists them all".into(),
+                    );
+                }
+            }
+            RunEvent::LeftoverKilled { .. } => {}
+            RunEvent::RunStopping { reason } => self.stopping(reason),
+            RunEvent::NotRun { .. } => self.not_run += 1,
+            RunEvent::Untrusted { cause } => self
+                .notes
+                .push(format!("this run can't be trusted: {}", untrusted(cause))),
+            RunEvent::Notice { message } => self.note(message.clone()),
+            RunEvent::RunFinished {
+                exit_code,
+                duration_secs,
+            } => {
+                if self.not_run > 0 {
+                    self.notes
+                        .push(format!("{} planned tests did not run", self.not_run));
+                }
+                let summary = Summary {
+                    collect_errors: &self.collect_errors,
+                    warnings: &self.warnings,
+                    problems: &self.problems,
+                    stats: &self.stats,
+                    elapsed: Duration::from_secs_f64(duration_secs.max(0.0)),
+                    notes: &self.notes,
+                    interrupted: self.interrupted.as_deref(),
+                    exit_code: *exit_code,
+                    session_stop: self.session_stop.as_ref(),
+                };
+                self.terminal.finish(&summary);
+            }
+        }
+    }
+
+    /// Something the user must know: shown now, and again before the
+    /// closing line.
+    fn note(&mut self, message: String) {
+        self.terminal.warn(&message);
+        self.notes.push(message);
+    }
+
+    fn stopping(&mut self, reason: &StopReason) {
+        match reason {
+            StopReason::Session(stop) => {
+                self.session_stop = Some(stop.clone());
+                return;
+            }
+            StopReason::ZygoteDied {
+                status,
+                last_output,
+            } => {
+                let last_output = last_output.trim_end();
+                self.note(if last_output.is_empty() {
+                    format!("the zygote exited unexpectedly ({status})")
+                } else {
+                    format!(
+                        "the zygote exited unexpectedly ({status}); its last output:\n{last_output}"
+                    )
+                });
+            }
+            StopReason::ZygoteStuck {
+                pid,
+                stopped,
+                waited_secs,
+            } => {
+                let state = if *stopped {
+                    " (it is stopped: SIGSTOP or a debugger)"
+                } else {
+                    ""
+                };
+                self.note(format!(
+                    "the zygote (pid {pid}) did not fork a worker within {waited_secs}s{state}; no new test starts"
+                ));
+            }
+            _ => {}
+        }
+        self.interrupted = Some(reason.describe());
+    }
+
+    /// The scheduler's deselections, one line by reason (each one with -v).
+    fn show_deselected(&mut self) {
+        if self.deselected.is_empty() {
+            return;
+        }
+        let reasons = std::mem::take(&mut self.deselected);
+        if self.terminal.verbosity() == Verbosity::Normal {
+            let listed: Vec<String> = reasons
+                .iter()
+                .map(|(reason, count)| format!("{count} ({reason})"))
+                .collect();
+            self.terminal.header(&format!(
+                "deselected by the scheduler: {}",
+                listed.join(", ")
+            ));
+        }
+    }
+}
+
+fn untrusted(cause: &UntrustedCause) -> String {
+    match cause {
+        UntrustedCause::WorkerLostOutsideTest { worker, cause } => {
+            format!("worker {worker} {} outside a test", describe_loss(cause))
+        }
+        UntrustedCause::Unaccounted {
+            planned,
+            results,
+            not_run,
+        } => format!(
+            "{planned} tests were planned but {} were accounted for ({results} results, {not_run} not run)",
+            results + not_run
+        ),
+        UntrustedCause::BadMessage { from, error } => format!("bad message from {from}: {error}"),
+    }
+}

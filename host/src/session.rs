@@ -1,0 +1,534 @@
+//! A session: the warm zygote (one Python process that imported the
+//! project and ran pytest's collection once), the collected tests and the
+//! loaded policies. It starts any number of runs over a selection of its
+//! tests, each with fresh workers forked from the zygote, and outlives them
+//! (watch mode reruns in the same session). Starting and closing it owns
+//! the run's processes: the guardian, the zygote, whatever tests leave
+//! behind.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+
+use crate::connections::{ConnEvent, Peers, accept_connections};
+use crate::descendants::Descendants;
+use crate::events::{RunEvent, SCHEMA_VERSION, StopReason};
+use crate::exit_code;
+use crate::guardian::Guardian;
+use crate::model::PlanContext;
+use crate::outcome::signal_name;
+use crate::policy::Policies;
+use crate::report::{RunLogFile, Sinks, TerminalSink};
+use crate::run::{Limits, Run, RunCommand, RunContext, RunPlan};
+use crate::signals::StopSignals;
+use crate::state::History;
+use crate::ui::Verbosity;
+use crate::wire::{Collected, Inbound, Outbound};
+use crate::zygote::{NO_PYTEST_EXIT, Zygote, ZygoteSpec};
+
+/// Everything a session needs, resolved from the command line and the
+/// config file.
+pub struct SessionSettings {
+    pub python: PathBuf,
+    pub workers: Option<u32>,
+    pub pytest_args: Vec<String>,
+    pub junitxml: Option<PathBuf>,
+    pub run_log: Option<PathBuf>,
+    pub verbosity: Verbosity,
+    /// Timeouts, slow notices (maxfail and the ini timeout come from
+    /// pytest's config).
+    pub limits: Limits,
+    /// Replacement workers allowed [default: 4 × workers, like xdist].
+    pub max_worker_restart: Option<u32>,
+    /// Also write the run's events as JSON lines on stdout.
+    pub json: bool,
+}
+
+/// Which collected tests a run runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    All,
+    /// These node ids, in collection order (unknown ids are ignored).
+    Ids(Vec<String>),
+}
+
+/// How starting a session ended.
+pub enum Started {
+    /// Collection is done; runs can start.
+    Ready(Box<Session>),
+    /// pytest ended without a run (usage error, `--help`, `--collect-only`,
+    /// a conftest that fails to import, an interruption): its exit code.
+    Ended(i32),
+}
+
+pub struct Session {
+    settings: SessionSettings,
+    /// Kept open for the socket; removed with the session.
+    _run_dir: tempfile::TempDir,
+    guardian: Option<Guardian>,
+    zygote: Zygote,
+    descendants: Descendants,
+    peers: Peers,
+    signals: StopSignals,
+    collected: Arc<Collected>,
+    policies: Option<Policies>,
+    history_warning: bool,
+    started: Instant,
+    /// Seconds from runner's start to the end of collection.
+    collected_after: f64,
+    /// The id of the session, and of its first run.
+    id: String,
+    runs: u32,
+    /// The zygote can fork for another run.
+    usable: bool,
+}
+
+impl Session {
+    /// Starts the guardian and the zygote, and waits for pytest's
+    /// collection. The policies are loaded and configured before.
+    pub async fn start(settings: SessionSettings, policies: Policies) -> Result<Started> {
+        let started = Instant::now();
+        let id = new_run_id();
+        let run_dir = tempfile::Builder::new()
+            .prefix("runner-")
+            .tempdir()
+            .context("failed to create a temporary directory")?;
+        let socket = run_dir.path().join("socket");
+        let listener = UnixListener::bind(&socket).context("failed to listen on a unix socket")?;
+        let guardian = Guardian::start(&id)
+            .inspect_err(|error| {
+                crate::errln!(
+                    "warning: could not start runner's guardian process ({error}); if runner is killed, processes of this run may outlive it"
+                )
+            })
+            .ok();
+        let mut zygote = Zygote::spawn(&ZygoteSpec {
+            python: &settings.python,
+            run_dir: run_dir.path(),
+            socket: &socket,
+            run_id: &id,
+            pytest_args: &settings.pytest_args,
+        })
+        .with_context(|| format!("failed to start Python ({})", settings.python.display()))?;
+        let mut descendants = Descendants::new(
+            zygote.pid,
+            guardian.as_ref().map(Guardian::pid),
+            run_dir.path(),
+        );
+        let (events_tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(accept_connections(listener, events_tx));
+        let mut peers = Peers::new(events);
+        let mut signals = StopSignals::new()?;
+        let collected = collect(&settings, started, &mut zygote, &mut peers, &mut signals).await;
+        let collected = match collected {
+            Ok(Ok(collected)) => collected,
+            ended => {
+                // However collection ended, none of its processes outlives it.
+                zygote.stop().await;
+                for note in descendants.sweep().await.notes() {
+                    crate::errln!("warning: {note}");
+                }
+                if let Some(guardian) = guardian {
+                    guardian.dismiss();
+                }
+                return ended.map(|ended| Started::Ended(ended.unwrap_err()));
+            }
+        };
+        Ok(Started::Ready(Box::new(Session {
+            settings,
+            _run_dir: run_dir,
+            guardian,
+            zygote,
+            descendants,
+            peers,
+            signals,
+            collected: Arc::new(collected),
+            policies: Some(policies),
+            history_warning: false,
+            started,
+            collected_after: started.elapsed().as_secs_f64(),
+            id,
+            runs: 0,
+            usable: true,
+        })))
+    }
+
+    /// The collected tests' ids, in pytest's order.
+    pub fn test_ids(&self) -> impl Iterator<Item = &str> {
+        self.collected.tests.iter().map(|t| t.id.as_str())
+    }
+
+    /// Whether another run can start (the zygote still forks).
+    pub fn usable(&self) -> bool {
+        self.usable
+    }
+
+    /// Runs the selected tests with fresh workers and reports them; returns
+    /// the run's exit code. `commands` can stop or cancel it from outside.
+    /// The session stays for more runs.
+    pub async fn run(
+        &mut self,
+        selection: &Selection,
+        commands: Option<&mut mpsc::UnboundedReceiver<RunCommand>>,
+    ) -> Result<i32> {
+        self.run_inner(selection, commands, false).await
+    }
+
+    /// The session's last run: the session ends with it, and what it leaves
+    /// (processes killed, pytest's cache saved) is reported in this run.
+    pub async fn run_last(mut self, selection: &Selection) -> Result<i32> {
+        let result = self.run_inner(selection, None, true).await;
+        // Whatever happened, nothing of the session outlives it.
+        self.zygote.stop().await;
+        for note in self.descendants.sweep().await.notes() {
+            crate::errln!("warning: {note}");
+        }
+        if let Some(guardian) = self.guardian.take() {
+            guardian.dismiss();
+        }
+        result
+    }
+
+    async fn run_inner(
+        &mut self,
+        selection: &Selection,
+        commands: Option<&mut mpsc::UnboundedReceiver<RunCommand>>,
+        closing: bool,
+    ) -> Result<i32> {
+        self.runs += 1;
+        let run_id = match self.runs {
+            1 => self.id.clone(),
+            n => format!("{}-{n}", self.id),
+        };
+        let run_started = if self.runs == 1 {
+            self.started
+        } else {
+            Instant::now()
+        };
+        let collected = self.collected.clone();
+        let state_dir = PathBuf::from(&collected.rootdir).join(".runner");
+        let tests: Vec<_> = match selection {
+            Selection::All => collected.tests.clone(),
+            Selection::Ids(ids) => collected
+                .tests
+                .iter()
+                .filter(|t| ids.contains(&t.id))
+                .cloned()
+                .collect(),
+        };
+        let workers = self
+            .settings
+            .workers
+            .unwrap_or_else(default_workers)
+            .min(tests.len().max(1) as u32);
+        let mut terminal = TerminalSink::new(self.settings.verbosity);
+        if self.settings.json {
+            terminal.report_to_stderr();
+        }
+        let junitxml = self
+            .settings
+            .junitxml
+            .as_ref()
+            .map(std::path::absolute)
+            .transpose()?;
+        let mut policies = self.policies.take().context("the policies are in use")?;
+        for error in policies.open_outputs(&state_dir, junitxml.as_deref()) {
+            terminal.warn(&format!("{error}; its report is not written this run"));
+        }
+        let history = History::load(&state_dir, &mut |warning| {
+            if !self.history_warning {
+                terminal.warn(&warning);
+            }
+        });
+        self.history_warning = true;
+        let log = RunLogFile::create(
+            &state_dir,
+            &run_id,
+            self.settings.run_log.as_deref(),
+            &mut |warning| terminal.warn(&warning),
+        );
+        let plan_history = history.for_tests(tests.iter().map(|t| t.id.as_str()));
+        let stopped = collected.interrupted.is_some();
+        let plan = if stopped || tests.is_empty() {
+            Default::default()
+        } else {
+            policies
+                .plan(&PlanContext { workers }, &tests, &plan_history)
+                .context("the scheduler failed")?
+        };
+        let notices: Vec<String> = policies.take_warnings();
+        let mut sinks = Sinks::new(log, self.settings.json, terminal, history, policies);
+        let batches: Vec<Vec<String>> =
+            plan.batches.into_iter().filter(|b| !b.is_empty()).collect();
+        let planned: usize = batches.iter().map(Vec::len).sum();
+        sinks.emit(RunEvent::RunStarted {
+            schema: SCHEMA_VERSION,
+            run_id,
+            runner: env!("CARGO_PKG_VERSION").to_owned(),
+            rootdir: collected.rootdir.clone(),
+            python: collected.python.clone(),
+            pytest: collected.pytest.clone(),
+            tests: tests.len() as u64,
+            workers,
+            deselected: collected.deselected,
+            collected_after_secs: self.collected_after,
+            plan: batches.clone(),
+        });
+        // Said once per session: they belong to its collection.
+        if self.runs == 1 {
+            for error in &collected.errors {
+                sinks.emit(RunEvent::CollectionError {
+                    id: error.id.clone(),
+                    longrepr: error.longrepr.clone(),
+                    message: error.message.clone(),
+                });
+            }
+            for warning in &collected.warnings {
+                sinks.emit(RunEvent::Warning {
+                    nodeid: warning.nodeid.clone(),
+                    message: warning.message.clone(),
+                });
+            }
+        }
+        for message in notices {
+            sinks.emit(RunEvent::Notice { message });
+        }
+        for (id, reason) in plan.deselected {
+            sinks.emit(RunEvent::Deselected { id, reason });
+        }
+        let end = if let Some(reason) = &collected.interrupted {
+            // pytest stopped on collection errors: nothing runs.
+            sinks.emit(RunEvent::RunStopping {
+                reason: StopReason::Collection {
+                    reason: reason.clone(),
+                },
+            });
+            None
+        } else if planned == 0 {
+            None
+        } else {
+            let timeouts: HashMap<String, f64> = tests
+                .iter()
+                .filter_map(|t| Some((t.id.clone(), t.timeout?)))
+                .collect();
+            let limits = Limits {
+                timeout: self.settings.limits.timeout.or(collected.timeout),
+                maxfail: collected.maxfail,
+                max_worker_restart: self.settings.max_worker_restart.unwrap_or(4 * workers),
+                ..self.settings.limits.clone()
+            };
+            let run = Run::new(
+                RunContext {
+                    peers: &mut self.peers,
+                    zygote: &mut self.zygote,
+                    descendants: &mut self.descendants,
+                    signals: &mut self.signals,
+                    sinks: &mut sinks,
+                    commands,
+                    started: run_started,
+                },
+                RunPlan {
+                    workers,
+                    batches,
+                    timeouts,
+                    limits,
+                },
+            );
+            let end = run.run().await?;
+            self.usable = end.zygote_usable;
+            Some(end)
+        };
+        // pytest's cache learns what this run failed and cleared (it saves
+        // it when the zygote exits).
+        if self.usable {
+            let last_failed = sinks.last_failed();
+            let message = Outbound::LastFailed {
+                failed: &last_failed.failed(),
+                passed: &last_failed.passed(),
+            };
+            self.peers.to_zygote(&message).await;
+        }
+        if closing || !self.usable {
+            self.end_processes(&mut sinks).await;
+        }
+        let collection_errors = !collected.errors.is_empty() && self.runs == 1;
+        let interrupted = collected.interrupted.is_some();
+        let duration = run_started.elapsed().as_secs_f64();
+        let code = sinks.finish(duration, |verdict| {
+            exit_code::of_run(&exit_code::RunVerdict {
+                collection_interrupted: interrupted,
+                collection_errors,
+                end: end.as_ref(),
+                reporter_failed: verdict.reporter_failed,
+            })
+        });
+        self.policies = Some(sinks.into_policies());
+        Ok(code)
+    }
+
+    /// Ends the session without another run: the zygote saves pytest's
+    /// cache and exits, and whatever the tests left running is killed.
+    pub async fn close(mut self) {
+        let mut quiet = Vec::new();
+        self.stop_zygote(&mut quiet).await;
+        self.zygote.stop().await;
+        for note in self.descendants.sweep().await.notes() {
+            crate::errln!("warning: {note}");
+        }
+        if let Some(guardian) = self.guardian.take() {
+            guardian.dismiss();
+        }
+    }
+
+    /// Asks a usable zygote to finish (pytest saves its cache then); one
+    /// that does not within 30 s is killed, with a notice.
+    async fn stop_zygote(&mut self, notices: &mut Vec<String>) {
+        if !self.usable {
+            return;
+        }
+        self.usable = false;
+        self.peers
+            .to_zygote(&Outbound::Shutdown {
+                drop_pending: false,
+            })
+            .await;
+        if tokio::time::timeout(Duration::from_secs(30), self.zygote.wait())
+            .await
+            .is_err()
+        {
+            notices.push("the zygote did not exit within 30s of the run's end; killed it".into());
+        }
+    }
+
+    /// The session ends with this run, or the zygote can't fork again
+    /// (dead, stuck, or the run was cancelled): the zygote and whatever the
+    /// run left running go now, reported in this run.
+    async fn end_processes(&mut self, sinks: &mut Sinks) {
+        let mut notices = Vec::new();
+        self.stop_zygote(&mut notices).await;
+        for message in notices {
+            sinks.emit(RunEvent::Notice { message });
+        }
+        self.zygote.stop().await;
+        let swept = self.descendants.sweep().await;
+        for leftover in &swept.killed {
+            sinks.emit(RunEvent::LeftoverKilled {
+                test: leftover.test().map(str::to_owned),
+                origin: leftover.origin.to_string(),
+                pid: leftover.pid,
+                command: leftover.command.clone(),
+            });
+        }
+        for message in swept.notes() {
+            sinks.emit(RunEvent::Notice { message });
+        }
+    }
+}
+
+/// Waits for the zygote's collection. `Ok(Err(code))` when pytest ended
+/// without one (its exit code, its output shown).
+async fn collect(
+    settings: &SessionSettings,
+    started: Instant,
+    zygote: &mut Zygote,
+    peers: &mut Peers,
+    signals: &mut StopSignals,
+) -> Result<Result<Collected, i32>> {
+    // The global timeout covers the whole run, collection included (a
+    // conftest can loop forever).
+    let deadline = settings
+        .limits
+        .global_timeout
+        .map(|secs| tokio::time::Instant::from_std(started) + Duration::from_secs_f64(secs));
+    loop {
+        tokio::select! {
+            event = peers.events.recv() => match event {
+                Some(ConnEvent::Opened(conn, writer)) => peers.opened(conn, writer),
+                Some(ConnEvent::Message(conn, Inbound::Collected(collected))) => {
+                    peers.zygote_conn = conn;
+                    return Ok(Ok(collected));
+                }
+                Some(ConnEvent::Message(..) | ConnEvent::Closed(_) | ConnEvent::Evidence(..)) => {}
+                Some(ConnEvent::Broken(_, error)) => anyhow::bail!("the zygote sent a bad message: {error}"),
+                None => anyhow::bail!("the connection listener stopped"),
+            },
+            status = zygote.wait() => {
+                let status = status?;
+                let (stdout, stderr) = zygote.output();
+                let code = status.code().unwrap_or(exit_code::INTERRUPTED);
+                if code == NO_PYTEST_EXIT {
+                    crate::stdio::err(&stderr);
+                    crate::errln!(
+                        "error: pytest is not installed for {}\n  hint: install it with `{} -m pip install pytest`, or choose another interpreter with --python",
+                        settings.python.display(), settings.python.display()
+                    );
+                    return Ok(Err(exit_code::USAGE_ERROR));
+                }
+                crate::stdio::out(&stdout);
+                crate::stdio::err(&stderr);
+                if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+                    crate::errln!(
+                        "error: Python crashed during collection: killed by {}\n  (its output is above)",
+                        signal_name(signal)
+                    );
+                    return Ok(Err(exit_code::INTERRUPTED));
+                }
+                return Ok(Err(code));
+            }
+            name = signals.recv() => {
+                zygote.kill_all();
+                let _ = tokio::time::timeout(Duration::from_secs(5), zygote.wait()).await;
+                crate::errln!("Interrupted during collection ({name})");
+                return Ok(Err(exit_code::INTERRUPTED));
+            }
+            _ = sleep_until_deadline(deadline) => {
+                let secs = settings.limits.global_timeout.unwrap_or_default();
+                zygote.kill_all();
+                let _ = tokio::time::timeout(Duration::from_secs(5), zygote.wait()).await;
+                let (stdout, stderr) = zygote.output();
+                crate::stdio::out(&stdout);
+                crate::stdio::err(&stderr);
+                crate::errln!(
+                    "error: the global timeout of {secs}s was reached during collection; no test ran\n  hint: pytest's collection (importing the test modules and conftest files) did not finish in time: run `pytest --collect-only` to see where it stops, or raise --global-timeout"
+                );
+                return Ok(Err(exit_code::INTERRUPTED));
+            }
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn default_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+/// Sortable and unique: seconds since the epoch, then the pid.
+fn new_run_id() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}-{}", now.as_secs(), std::process::id())
+}
+
+/// Runs one session with one run of every collected test: what `runner`
+/// does by default. Returns the exit code.
+pub async fn run_once(settings: SessionSettings, policies: Policies) -> Result<i32> {
+    match Session::start(settings, policies).await? {
+        Started::Ready(session) => session.run_last(&Selection::All).await,
+        Started::Ended(code) => Ok(code),
+    }
+}
