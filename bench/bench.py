@@ -30,6 +30,7 @@ warm-up run per suite (so .pyc files exist for all). Prints median wall times,
 ratios, and writes bench/work/results.json. Exit status is non-zero if any
 contender's run fails (exit code other than 0).
 """
+
 import argparse
 import json
 import os
@@ -56,13 +57,13 @@ def spin(n):
     return acc
 
 
-SPIN_SRC = textwrap.dedent('''
+SPIN_SRC = textwrap.dedent("""
     def spin(n):
         acc = 0
         for i in range(n):
             acc = (acc * 31 + i) % 1000003
         return acc
-''')
+""")
 
 
 def calibrate():
@@ -98,12 +99,15 @@ def generate(rate):
     d = WORK / "heavy_import"
     write(d / "pytest.ini", INI)
     heavy_n = int(rate * 1.5)
-    write(d / "heavy.py", f'"""Imported by conftest.py: ~1.5 s of CPU work at import ({heavy_n} iterations)."""\n'
-          + SPIN_SRC + f"\nTABLE = spin({heavy_n})\n")
+    write(
+        d / "heavy.py",
+        f'"""Imported by conftest.py: ~1.5 s of CPU work at import ({heavy_n} iterations)."""\n'
+        + SPIN_SRC
+        + f"\nTABLE = spin({heavy_n})\n",
+    )
     write(d / "conftest.py", "import heavy  # noqa: F401  (the expensive import)\n")
     for f in range(10):
-        body = "import heavy\n\n\n" + "".join(
-            f"def test_{i}():\n    assert heavy.TABLE >= 0\n\n\n" for i in range(20))
+        body = "import heavy\n\n\n" + "".join(f"def test_{i}():\n    assert heavy.TABLE >= 0\n\n\n" for i in range(20))
         write(d / "tests" / f"test_heavy_{f:02d}.py", body)
     # (c) cpu bound: durations 0.10, 0.15, 0.20, 0.25 s, in a fixed rotation
     d = WORK / "cpu_bound"
@@ -120,8 +124,16 @@ def generate(rate):
 
 def run_once(cmd, cwd, env):
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          stdin=subprocess.DEVNULL, text=True, errors="replace")
+    proc = subprocess.run(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+    )
     return time.perf_counter() - t0, proc.returncode, proc.stdout
 
 
@@ -154,14 +166,20 @@ def main():
     runner = Path(args.runner).resolve()
     use_runner = not args.no_runner
     if use_runner and not runner.is_file():
-        print(f"runner binary {runner} not found: timing pytest and xdist only "
-              f"(build it with `cargo build -r -p runner` or pass --runner)", file=sys.stderr)
+        print(
+            f"runner binary {runner} not found: timing pytest and xdist only "
+            f"(build it with `cargo build -r -p runner` or pass --runner)",
+            file=sys.stderr,
+        )
         use_runner = False
 
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1) * 0.5:
-        print(f"warning: load average is {load:.1f} on {os.cpu_count()} CPUs; "
-              "wall times (and parallel speedups) will be distorted", file=sys.stderr)
+        print(
+            f"warning: load average is {load:.1f} on {os.cpu_count()} CPUs; "
+            "wall times (and parallel speedups) will be distorted",
+            file=sys.stderr,
+        )
     rate = calibrate()
     generate(rate)
     print(f"calibration: {rate:,.0f} spin iterations/s; {reps} repetition(s); -n {args.n}; python {args.python}")
@@ -182,7 +200,7 @@ def main():
             run_once(contenders["pytest"], cwd, env)  # warm-up: writes .pyc files
         times = {name: [] for name in contenders}
         sums = []
-        for rep in range(reps):
+        for _ in range(reps):
             for name, cmd in contenders.items():  # interleaved, so drift hits all alike
                 if suite == "cpu_bound" and name == "pytest":
                     # The test times come from the same runs as the wall
@@ -218,16 +236,23 @@ def main():
         print(line)
     if "cpu_bound" in results:
         r = results["cpu_bound"]
-        print(f"\ncpu_bound: sum of test times {r['sum_test_times']:.2f}s, ideal with {args.n} workers "
-              f"{r['ideal']:.2f}s")
+        print(
+            f"\ncpu_bound: sum of test times {r['sum_test_times']:.2f}s, ideal with {args.n} workers {r['ideal']:.2f}s"
+        )
         for n in names:
             if n == "pytest":
                 continue
             over = (r["median"][n] - r["ideal"]) / r["ideal"] * 100
             print(f"  {n:<7} {r['median'][n]:.2f}s = {over:+.1f}% over ideal")
     WORK.mkdir(exist_ok=True)
-    meta = {"loadavg_start": load, "loadavg_end": os.getloadavg()[0], "cpus": os.cpu_count(),
-            "reps": reps, "workers": args.n, "spin_iterations_per_sec": rate}
+    meta = {
+        "loadavg_start": load,
+        "loadavg_end": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "reps": reps,
+        "workers": args.n,
+        "spin_iterations_per_sec": rate,
+    }
     (WORK / "results.json").write_text(json.dumps({"meta": meta, "suites": results}, indent=2))
     print(f"\nraw times: {WORK / 'results.json'}")
     return 1 if failed else 0

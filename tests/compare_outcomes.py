@@ -15,6 +15,7 @@
 
 Exit codes: 0 identical, 1 differences, 2 a side produced nothing usable.
 """
+
 import argparse
 import json
 import os
@@ -63,9 +64,18 @@ def run(cmd, cwd, env, timeout, label, verbose):
     try:
         # Each in its own process group, as a shell runs a job: a test that
         # signals its group must reach pytest, not this script.
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, timeout=timeout, text=True, errors="replace",
-                              start_new_session=True)
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         print(f"[{label}] TIMED OUT after {timeout}s: {shlex.join(cmd)}\n{out[-4000:]}", file=sys.stderr)
@@ -128,8 +138,14 @@ def main(argv=None):
         ap.error(f"--runner {runner} does not exist (build it: cargo build -p runner)")
 
     env = dict(os.environ)
-    for var in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
-                "PYTEST_CURRENT_TEST", "OUTCOME_RECORDER_OUT"):
+    for var in (
+        "PYTEST_ADDOPTS",
+        "PYTEST_PLUGINS",
+        "PYTEST_XDIST_WORKER",
+        "PYTEST_XDIST_WORKER_COUNT",
+        "PYTEST_CURRENT_TEST",
+        "OUTCOME_RECORDER_OUT",
+    ):
         env.pop(var, None)
     common = ["-p", "no:cacheprovider"]
 
@@ -143,8 +159,18 @@ def main(argv=None):
         py_cmd = [args.python, "-m", "pytest", *common, "-p", "outcome_recorder", *pytest_args]
         py_rc, py_out, py_t = run(py_cmd, suite, py_env, args.timeout, "pytest", args.verbose)
 
-        rn_cmd = [str(runner), "-n", str(args.n), "--python", args.python, "--run-log", str(log_path),
-                  "--", *common, *pytest_args]
+        rn_cmd = [
+            str(runner),
+            "-n",
+            str(args.n),
+            "--python",
+            args.python,
+            "--run-log",
+            str(log_path),
+            "--",
+            *common,
+            *pytest_args,
+        ]
         rn_rc, rn_out, rn_t = run(rn_cmd, suite, env, args.timeout, "runner", args.verbose)
 
         if args.verbose:
@@ -175,8 +201,7 @@ def main(argv=None):
         diffs.append(("<run-finished exit_code vs runner's exit>", str(rn_rc), str(finished.get("exit_code"))))
     if bad:
         diffs.append(("<run log>", "valid JSON lines", f"{bad} unparseable lines"))
-    for d in sorted(set(dups)):
-        diffs.append((d, "one result", "duplicate result lines"))
+    diffs.extend((d, "one result", "duplicate result lines") for d in sorted(set(dups)))
 
     all_ids = sorted(set(py_results) | set(rn_results))
     compared = 0
@@ -194,8 +219,10 @@ def main(argv=None):
             diffs.append(("<closing line counts>", str(pc), str(rc)))
 
     label = " ".join(pytest_args) or "(no args)"
-    print(f"suite {suite} [{label}], runner -n {args.n}: pytest exit {py_rc} in {py_t:.2f}s, "
-          f"runner exit {rn_rc} in {rn_t:.2f}s")
+    print(
+        f"suite {suite} [{label}], runner -n {args.n}: pytest exit {py_rc} in {py_t:.2f}s, "
+        f"runner exit {rn_rc} in {rn_t:.2f}s"
+    )
     for msg in fatal:
         print("FATAL: " + msg)
     if diffs:

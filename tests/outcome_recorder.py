@@ -8,6 +8,7 @@ writes one JSON object:
 
     {"results": {nodeid: [[when, category], ...]}, "exitstatus": N}
 """
+
 import json
 import os
 

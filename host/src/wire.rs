@@ -4,7 +4,7 @@
 //! are its fields. A malformed, truncated or oversized frame is an error for
 //! that peer, never a crash of the host, and decoding a frame costs memory in
 //! proportion to the bytes received, whatever its header claims. The Python
-//! end is `host/python/_runner_shim.py`.
+//! end is the package `host/python/runner_shim/` (`framing.py`).
 
 use std::fmt;
 

@@ -10,14 +10,35 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-/// The shim, written next to the socket at run time.
-const SHIM_SOURCE: &str = include_str!("../python/_runner_shim.py");
+/// `(file name, source)` of each named module of the shim.
+macro_rules! shim_modules {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../python/runner_shim/", $name)))),*]
+    };
+}
+
+/// The shim: the Python package `host/python/runner_shim/`, each module
+/// embedded here and written to a private directory of the run at start.
+const SHIM_MODULES: &[(&str, &str)] = shim_modules![
+    "__init__.py",
+    "framing.py",
+    "plugin.py",
+    "processes.py",
+    "worker.py",
+    "xdist_compat.py",
+    "zygote.py",
+];
+
+/// Where the shim is written, inside the run directory.
+const SHIM_DIR: &str = "runner_shim";
 
 /// Exit status the bootstrap uses when `import pytest` fails.
 pub const NO_PYTEST_EXIT: i32 = 97;
 
-/// Loads the shim from its file, so it never shadows a module of the
-/// project, then hands the arguments to pytest.
+/// Imports the shim by its path as the package `_runner_shim`, never through
+/// `sys.path`: it shadows no module of the project, and the project's
+/// `sys.path` (which pytest's import modes and rootdir work from) is as
+/// plain pytest would have it. Then hands the arguments to pytest.
 const BOOTSTRAP: &str = r#"
 import faulthandler, importlib.util, os, sys
 # A crash while pytest imports the project must leave a traceback: write it
@@ -30,7 +51,11 @@ try:
 except ImportError as error:
     print(f"runner: cannot import pytest: {error}", file=sys.stderr)
     sys.exit(97)
-spec = importlib.util.spec_from_file_location("_runner_shim", os.environ["RUNNER_SHIM"])
+package = os.environ["RUNNER_SHIM"]
+# Its modules import each other relatively, through the package's __path__.
+spec = importlib.util.spec_from_file_location(
+    "_runner_shim", os.path.join(package, "__init__.py"), submodule_search_locations=[package]
+)
 shim = importlib.util.module_from_spec(spec)
 sys.modules["_runner_shim"] = shim
 spec.loader.exec_module(shim)
@@ -60,8 +85,7 @@ pub struct ZygoteSpec<'a> {
 impl Zygote {
     /// Must be called on runner's main thread (see `die_with_runner`).
     pub fn spawn(spec: &ZygoteSpec) -> std::io::Result<Zygote> {
-        let shim: PathBuf = spec.run_dir.join("_runner_shim.py");
-        std::fs::write(&shim, SHIM_SOURCE)?;
+        let shim = write_shim(spec.run_dir)?;
         let mut command = Command::new(spec.python);
         die_with_runner(&mut command)?;
         let mut child = command
@@ -128,6 +152,18 @@ impl Zygote {
     }
 }
 
+/// Writes the shim's package into `run_dir` (private to this user: only its
+/// owner may replace what Python will import) and returns its directory.
+fn write_shim(run_dir: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = run_dir.join(SHIM_DIR);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    for (name, source) in SHIM_MODULES {
+        std::fs::write(dir.join(name), source)?;
+    }
+    Ok(dir)
+}
+
 /// The zygote gets SIGKILL when runner dies, however it dies (the workers
 /// have the same tie to the zygote, see the shim). The kernel sends this
 /// parent-death signal when the *thread* that spawned the child exits, so
@@ -174,4 +210,40 @@ fn keep_output(
         }
     });
     (buffer, reader)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A module added to the package but not to `SHIM_MODULES` would be
+    /// missing at run time, and its import would fail in every run.
+    #[test]
+    fn every_module_of_the_shim_is_embedded() {
+        let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/runner_shim");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&package)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".py"))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<&str> = SHIM_MODULES.iter().map(|(name, _)| *name).collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded);
+    }
+
+    #[test]
+    fn the_shim_is_written_whole_into_a_private_directory() {
+        let run_dir = tempfile::tempdir().unwrap();
+        let package = write_shim(run_dir.path()).unwrap();
+        let mode = std::fs::metadata(&package).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+        for (name, source) in SHIM_MODULES {
+            assert_eq!(
+                std::fs::read_to_string(package.join(name)).unwrap(),
+                *source
+            );
+        }
+    }
 }

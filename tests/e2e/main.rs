@@ -16,5 +16,6 @@ mod guests;
 mod hostile;
 mod pytest_semantics;
 mod reports;
+mod shim;
 mod supervision;
 mod support;
