@@ -71,6 +71,11 @@ pub struct Cli {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Run, then run again whenever a file under pytest's rootdir changes
+    /// (the tests that failed first, then all); Enter reruns, Ctrl-C quits.
+    #[arg(long)]
+    pub watch: bool,
+
     /// `json`: write the run's events as JSON lines on stdout while it runs
     /// (the schema of the run log); the human report goes to stderr.
     #[arg(long, value_name = "FORMAT", default_value = "human")]

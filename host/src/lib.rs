@@ -25,6 +25,7 @@ pub mod state;
 pub mod stdio;
 pub mod summary;
 pub mod ui;
+pub mod watch;
 pub mod wire;
 pub mod zygote;
 
@@ -111,6 +112,7 @@ pub fn main_impl() -> i32 {
     if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
         crate::errln!("warning: could not become a child subreaper: {error}");
     }
+    let watch = cli.watch;
     let settings = SessionSettings {
         limits: run::Limits {
             timeout: cli.timeout.or(file.timeout),
@@ -131,9 +133,17 @@ pub fn main_impl() -> i32 {
         .worker_threads(2)
         .enable_all()
         .build();
-    let result = runtime
-        .map_err(anyhow::Error::from)
-        .and_then(|rt| rt.block_on(session::run_once(settings, policies)));
+    let result = runtime.map_err(anyhow::Error::from).and_then(|rt| {
+        // The session runs in `block_on`, on the main thread: the zygote
+        // must be spawned from a thread that lives as long as runner.
+        rt.block_on(async {
+            if watch {
+                watch::watch(settings, policies).await
+            } else {
+                session::run_once(settings, policies).await
+            }
+        })
+    });
     match result {
         Ok(code) => code,
         Err(error) => {

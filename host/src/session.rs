@@ -33,6 +33,7 @@ use crate::zygote::{NO_PYTEST_EXIT, Zygote, ZygoteSpec};
 
 /// Everything a session needs, resolved from the command line and the
 /// config file.
+#[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub python: PathBuf,
     pub workers: Option<u32>,
@@ -57,13 +58,26 @@ pub enum Selection {
     Ids(Vec<String>),
 }
 
+/// How a run of a session ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    pub exit_code: i32,
+    /// The tests that failed (pytest's "last failed" from this run).
+    pub failed: Vec<String>,
+    /// Stopped by Ctrl-C or SIGTERM: the user wants out.
+    pub interrupted: bool,
+}
+
 /// How starting a session ended.
 pub enum Started {
     /// Collection is done; runs can start.
     Ready(Box<Session>),
     /// pytest ended without a run (usage error, `--help`, `--collect-only`,
-    /// a conftest that fails to import, an interruption): its exit code.
-    Ended(i32),
+    /// a conftest that fails to import, an interruption): its exit code,
+    /// and the policies back for another try.
+    Ended(i32, Box<Policies>),
+    /// Ctrl-C or SIGTERM came during collection.
+    Interrupted,
 }
 
 pub struct Session {
@@ -127,16 +141,16 @@ impl Session {
         let collected = collect(&settings, started, &mut zygote, &mut peers, &mut signals).await;
         let collected = match collected {
             Ok(Ok(collected)) => collected,
-            ended => {
-                // However collection ended, none of its processes outlives it.
-                zygote.stop().await;
-                for note in descendants.sweep().await.notes() {
-                    crate::errln!("warning: {note}");
-                }
-                if let Some(guardian) = guardian {
-                    guardian.dismiss();
-                }
-                return ended.map(|ended| Started::Ended(ended.unwrap_err()));
+            Ok(Err(ended)) => {
+                abandon(&mut zygote, &mut descendants, guardian).await;
+                return Ok(match ended {
+                    Collection::Ended(code) => Started::Ended(code, Box::new(policies)),
+                    Collection::Interrupted => Started::Interrupted,
+                });
+            }
+            Err(error) => {
+                abandon(&mut zygote, &mut descendants, guardian).await;
+                return Err(error);
             }
         };
         Ok(Started::Ready(Box::new(Session {
@@ -163,6 +177,16 @@ impl Session {
         self.collected.tests.iter().map(|t| t.id.as_str())
     }
 
+    /// Waits for Ctrl-C or SIGTERM between runs; returns its name.
+    pub async fn stop_signal(&mut self) -> &'static str {
+        self.signals.recv().await
+    }
+
+    /// pytest's rootdir.
+    pub fn rootdir(&self) -> &str {
+        &self.collected.rootdir
+    }
+
     /// Whether another run can start (the zygote still forks).
     pub fn usable(&self) -> bool {
         self.usable
@@ -175,13 +199,13 @@ impl Session {
         &mut self,
         selection: &Selection,
         commands: Option<&mut mpsc::UnboundedReceiver<RunCommand>>,
-    ) -> Result<i32> {
+    ) -> Result<RunOutcome> {
         self.run_inner(selection, commands, false).await
     }
 
     /// The session's last run: the session ends with it, and what it leaves
     /// (processes killed, pytest's cache saved) is reported in this run.
-    pub async fn run_last(mut self, selection: &Selection) -> Result<i32> {
+    pub async fn run_last(mut self, selection: &Selection) -> Result<RunOutcome> {
         let result = self.run_inner(selection, None, true).await;
         // Whatever happened, nothing of the session outlives it.
         self.zygote.stop().await;
@@ -199,7 +223,7 @@ impl Session {
         selection: &Selection,
         commands: Option<&mut mpsc::UnboundedReceiver<RunCommand>>,
         closing: bool,
-    ) -> Result<i32> {
+    ) -> Result<RunOutcome> {
         self.runs += 1;
         let run_id = match self.runs {
             1 => self.id.clone(),
@@ -367,13 +391,21 @@ impl Session {
                 reporter_failed: verdict.reporter_failed,
             })
         });
+        let failed = sinks.last_failed().failed();
         self.policies = Some(sinks.into_policies());
-        Ok(code)
+        Ok(RunOutcome {
+            exit_code: code,
+            failed,
+            interrupted: end
+                .as_ref()
+                .is_some_and(|end| matches!(end.stop, Some(StopReason::Signal { .. }))),
+        })
     }
 
     /// Ends the session without another run: the zygote saves pytest's
     /// cache and exits, and whatever the tests left running is killed.
-    pub async fn close(mut self) {
+    /// Gives the policies back, for a new session.
+    pub async fn close(mut self) -> Option<Policies> {
         let mut quiet = Vec::new();
         self.stop_zygote(&mut quiet).await;
         self.zygote.stop().await;
@@ -383,6 +415,7 @@ impl Session {
         if let Some(guardian) = self.guardian.take() {
             guardian.dismiss();
         }
+        self.policies.take()
     }
 
     /// Asks a usable zygote to finish (pytest saves its cache then); one
@@ -430,15 +463,34 @@ impl Session {
     }
 }
 
-/// Waits for the zygote's collection. `Ok(Err(code))` when pytest ended
-/// without one (its exit code, its output shown).
+/// However collection ended without a session, none of its processes
+/// outlives it.
+async fn abandon(zygote: &mut Zygote, descendants: &mut Descendants, guardian: Option<Guardian>) {
+    zygote.stop().await;
+    for note in descendants.sweep().await.notes() {
+        crate::errln!("warning: {note}");
+    }
+    if let Some(guardian) = guardian {
+        guardian.dismiss();
+    }
+}
+
+/// How collection ended without tests to run.
+enum Collection {
+    /// pytest exited (its output shown) with this code.
+    Ended(i32),
+    /// A stop signal came.
+    Interrupted,
+}
+
+/// Waits for the zygote's collection.
 async fn collect(
     settings: &SessionSettings,
     started: Instant,
     zygote: &mut Zygote,
     peers: &mut Peers,
     signals: &mut StopSignals,
-) -> Result<Result<Collected, i32>> {
+) -> Result<Result<Collected, Collection>> {
     // The global timeout covers the whole run, collection included (a
     // conftest can loop forever).
     let deadline = settings
@@ -467,7 +519,7 @@ async fn collect(
                         "error: pytest is not installed for {}\n  hint: install it with `{} -m pip install pytest`, or choose another interpreter with --python",
                         settings.python.display(), settings.python.display()
                     );
-                    return Ok(Err(exit_code::USAGE_ERROR));
+                    return Ok(Err(Collection::Ended(exit_code::USAGE_ERROR)));
                 }
                 crate::stdio::out(&stdout);
                 crate::stdio::err(&stderr);
@@ -476,15 +528,15 @@ async fn collect(
                         "error: Python crashed during collection: killed by {}\n  (its output is above)",
                         signal_name(signal)
                     );
-                    return Ok(Err(exit_code::INTERRUPTED));
+                    return Ok(Err(Collection::Ended(exit_code::INTERRUPTED)));
                 }
-                return Ok(Err(code));
+                return Ok(Err(Collection::Ended(code)));
             }
             name = signals.recv() => {
                 zygote.kill_all();
                 let _ = tokio::time::timeout(Duration::from_secs(5), zygote.wait()).await;
                 crate::errln!("Interrupted during collection ({name})");
-                return Ok(Err(exit_code::INTERRUPTED));
+                return Ok(Err(Collection::Interrupted));
             }
             _ = sleep_until_deadline(deadline) => {
                 let secs = settings.limits.global_timeout.unwrap_or_default();
@@ -496,7 +548,7 @@ async fn collect(
                 crate::errln!(
                     "error: the global timeout of {secs}s was reached during collection; no test ran\n  hint: pytest's collection (importing the test modules and conftest files) did not finish in time: run `pytest --collect-only` to see where it stops, or raise --global-timeout"
                 );
-                return Ok(Err(exit_code::INTERRUPTED));
+                return Ok(Err(Collection::Ended(exit_code::INTERRUPTED)));
             }
         }
     }
@@ -528,7 +580,8 @@ fn new_run_id() -> String {
 /// does by default. Returns the exit code.
 pub async fn run_once(settings: SessionSettings, policies: Policies) -> Result<i32> {
     match Session::start(settings, policies).await? {
-        Started::Ready(session) => session.run_last(&Selection::All).await,
-        Started::Ended(code) => Ok(code),
+        Started::Ready(session) => Ok(session.run_last(&Selection::All).await?.exit_code),
+        Started::Ended(code, _) => Ok(code),
+        Started::Interrupted => Ok(exit_code::INTERRUPTED),
     }
 }
