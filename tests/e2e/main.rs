@@ -18,3 +18,4 @@ mod pytest_semantics;
 mod reports;
 mod supervision;
 mod support;
+mod terminal;
