@@ -288,6 +288,60 @@ fn everything_deselected() {
     );
 }
 
+/// The sections of pytest's report are pytest's own, line for line: runner
+/// prints what plain pytest prints from its first section (ERRORS) to the
+/// closing line.
+#[test]
+fn report_sections_are_pytests() {
+    let project = support::copy_fixture("report");
+    let mut runner = Command::new(support::runner_bin());
+    runner.args(["-n", "1"]);
+    let mut pytest = Command::new(support::require_python());
+    pytest.args(["-m", "pytest", "-p", "no:cacheprovider"]);
+    let [from_runner, from_pytest] = [runner, pytest].map(|mut cmd| {
+        terminal_environment(&mut cmd, project.dir.parent().unwrap());
+        let ran = support::run(cmd, &project.dir);
+        ran.assert_code(1);
+        let report = report_sections(&normalize(&ran.stdout, &project.dir));
+        // The short summary is compared once its lines are pytest's too.
+        let (sections, _) = report
+            .split_once("short test summary info")
+            .unwrap_or_else(|| panic!("no short summary\n{}", ran.describe()));
+        sections.to_string()
+    });
+    assert_same_lines(&from_runner, &from_pytest);
+}
+
+/// Fails at the first line where runner's text differs from pytest's.
+#[track_caller]
+fn assert_same_lines(from_runner: &str, from_pytest: &str) {
+    let (ours, theirs): (Vec<&str>, Vec<&str>) =
+        (from_runner.lines().collect(), from_pytest.lines().collect());
+    let differs = (0..ours.len().max(theirs.len())).find(|&i| ours.get(i) != theirs.get(i));
+    if let Some(i) = differs {
+        panic!(
+            "runner's report differs from pytest's at line {}:\n  runner: {:?}\n  pytest: {:?}\n--- runner ---\n{from_runner}\n--- pytest ---\n{from_pytest}",
+            i + 1,
+            ours.get(i),
+            theirs.get(i),
+        );
+    }
+}
+
+/// A report from its first section (`==== ERRORS ====`, `==== FAILURES
+/// ====`...) to its end: what comes before differs on purpose (pytest's
+/// header and progress line, runner's live lines on stderr).
+fn report_sections(stdout: &str) -> String {
+    let first = stdout
+        .lines()
+        .position(|line| {
+            separator_parts(line)
+                .is_some_and(|(fill, title)| fill == '=' && title != "test session starts")
+        })
+        .unwrap_or_else(|| panic!("no section in\n{stdout}"));
+    stdout.lines().skip(first).collect::<Vec<_>>().join("\n")
+}
+
 // --- hangs and crashes ----------------------------------------------------------
 
 #[test]
