@@ -249,6 +249,10 @@ def _serialize_report(config, report):
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
         data["message"] = crash.message
+    elif isinstance(report.longrepr, str):
+        # A report whose longrepr is text (an XPASS(strict)) shows it in
+        # pytest's short summary.
+        data["message"] = report.longrepr
     if hasattr(report, "wasxfail"):
         data["wasxfail"] = report.wasxfail
     if report.skipped and isinstance(report.longrepr, tuple):
