@@ -147,13 +147,15 @@ fn head_line(id: &str) -> String {
 /// The per-test record handed to the log, the reporters and the history.
 pub fn test_result(id: &str, worker: &str, reports: &[PhaseReport]) -> TestResult {
     let outcome = outcome_of(reports);
+    // The text pytest's JUnit XML has: the report as the terminal shows
+    // it, without the blank line and indentation it starts with.
     let longrepr = reports
         .iter()
-        .filter(|r| !r.longrepr.is_empty())
+        .filter(|r| !r.longrepr.trim().is_empty())
         .map(|r| match (&r.skip, &r.wasxfail) {
             (Some(skip), _) => skip.reason.clone(),
             (None, Some(reason)) if r.outcome != "failed" => reason.clone(),
-            _ => r.longrepr.clone(),
+            _ => r.longrepr.trim().to_string(),
         })
         .collect::<Vec<_>>()
         .join("\n");

@@ -152,6 +152,7 @@ pub struct PhaseReport {
     #[serde(default)]
     pub word: String,
     pub duration: f64,
+    /// The report as pytest's terminal shows it, blank first line included.
     #[serde(default)]
     pub longrepr: String,
     #[serde(default)]

@@ -364,3 +364,63 @@ fn maxfail_starts_nothing_once_the_limit_is_reached() {
     assert!(arrivals.len() <= 9, "{}", ran.describe());
     assert_no_leftovers(&tag);
 }
+
+#[test]
+fn maxfail_starts_none_of_the_tests_sent_while_the_failing_test_ran() {
+    // One worker asks for more tests while it runs test_fails (slow), and
+    // the answer arrives before the failure is known; pytest runs exactly
+    // the tests up to the failure that reaches the limit, so must runner.
+    // (Whether the worker read runner's stop in the same few milliseconds
+    // as that answer was luck: each case runs three times.)
+    let cases = [
+        ("1", &["test_first", "test_fails"][..]),
+        (
+            "2",
+            &["test_first", "test_fails", "test_third", "test_fails_too"][..],
+        ),
+    ];
+    for (maxfail, expected) in cases.iter().flat_map(|case| [case; 3]) {
+        let project = copy_fixture("stop_early");
+        let log = project.dir.join("run.jsonl");
+        let tag = tag();
+        let (ran, elapsed) = runner_tagged(
+            &project.dir,
+            &tag,
+            &[
+                "-n",
+                "1",
+                "--run-log",
+                log.to_str().unwrap(),
+                "--",
+                "--maxfail",
+                maxfail,
+            ],
+        );
+        ran.assert_code(1);
+        let (results, lines) = read_log(&log);
+        let mut ran_ids: Vec<&str> = results.keys().map(String::as_str).collect();
+        ran_ids.sort();
+        let mut expected_ids: Vec<String> = expected
+            .iter()
+            .map(|name| format!("test_stop_early.py::{name}"))
+            .collect();
+        expected_ids.sort();
+        assert_eq!(
+            ran_ids,
+            expected_ids,
+            "--maxfail {maxfail}\n{}",
+            ran.describe()
+        );
+        // Every other test is in the log as not run.
+        let not_run = lines.iter().filter(|l| l["type"] == "not-run").count();
+        assert_eq!(results.len() + not_run, 6, "{}", ran.describe());
+        assert!(
+            ran.stdout
+                .contains(&format!("stopping after {maxfail} failures")),
+            "{}",
+            ran.describe()
+        );
+        assert!(elapsed < 30.0, "took {elapsed:.1}s");
+        assert_no_leftovers(&tag);
+    }
+}

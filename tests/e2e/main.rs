@@ -19,3 +19,4 @@ mod reports;
 mod shim;
 mod supervision;
 mod support;
+mod terminal;

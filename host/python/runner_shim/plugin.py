@@ -6,6 +6,7 @@ and serve it (zygote.py). Forked workers inherit it: there it turns each
 test's reports and warnings into what the host reads.
 """
 
+import io
 import math
 import os
 import platform
@@ -170,6 +171,21 @@ def _format_warning(warning_message):
     return warning_record_to_str(warning_message)
 
 
+def _longrepr_as_printed(report):
+    """A report's longrepr as pytest's terminal report writes it (its
+    `longreprtext` strips the blank line a traceback starts with, and with
+    it the indentation of the first source line)."""
+    try:
+        from _pytest._io import TerminalWriter
+    except ImportError:  # a pytest without it: the stripped text
+        return report.longreprtext
+    out = io.StringIO()
+    writer = TerminalWriter(file=out)
+    writer.hasmarkup = False
+    report.toterminal(writer)
+    return out.getvalue()
+
+
 def _serialize_report(config, report):
     """What the host needs of a report; fields that are empty by default are
     left out (most reports are a passing setup, call or teardown)."""
@@ -181,7 +197,7 @@ def _serialize_report(config, report):
         "duration": report.duration,
     }
     if report.longrepr is not None:
-        data["longrepr"] = report.longreprtext
+        data["longrepr"] = _longrepr_as_printed(report)
     if report.sections:
         data["sections"] = [list(section) for section in report.sections]
     if report.failed:
@@ -189,6 +205,10 @@ def _serialize_report(config, report):
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
         data["message"] = crash.message
+    elif isinstance(report.longrepr, str):
+        # A report whose longrepr is text (an XPASS(strict)) shows it in
+        # pytest's short summary.
+        data["message"] = report.longrepr
     if hasattr(report, "wasxfail"):
         data["wasxfail"] = report.wasxfail
     if report.skipped and isinstance(report.longrepr, tuple):

@@ -104,7 +104,11 @@ class Worker:
                 self.pending.clear()  # --maxfail reached: what is queued won't run
             return asked
         if message["t"] == "run":
-            self.pending.extend(self.items[test_id] for test_id in message["ids"])
+            # Tests sent before the host heard of this worker's --maxfail
+            # failure start no more than those it held (the host counts
+            # every test it gave this worker and did not hear of as not run).
+            if not self.session.shouldfail:
+                self.pending.extend(self.items[test_id] for test_id in message["ids"])
             return False
         return asked
 
