@@ -14,6 +14,8 @@ mod faults;
 mod fidelity;
 mod guests;
 mod hostile;
+mod json_stream;
+mod live;
 mod pytest_semantics;
 mod reports;
 mod shim;

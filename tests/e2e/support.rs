@@ -132,15 +132,7 @@ pub fn run(mut cmd: Command, cwd: &Path) -> Ran {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // Keep the outer environment from changing what pytest does.
-    for var in [
-        "PYTEST_ADDOPTS",
-        "PYTEST_PLUGINS",
-        "PYTEST_XDIST_WORKER",
-        "PYTEST_XDIST_WORKER_COUNT",
-    ] {
-        cmd.env_remove(var);
-    }
+    clean_env(&mut cmd);
     let desc = format!("(cd {} && {:?})", cwd.display(), cmd);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
     let mut out_pipe = child.stdout.take().unwrap();
@@ -172,6 +164,18 @@ pub fn run(mut cmd: Command, cwd: &Path) -> Ran {
         code: status.code(),
         stdout: String::from_utf8_lossy(&out_thread.join().unwrap()).into_owned(),
         stderr: String::from_utf8_lossy(&err_thread.join().unwrap()).into_owned(),
+    }
+}
+
+/// Keeps the outer environment from changing what pytest does.
+pub fn clean_env(cmd: &mut Command) {
+    for var in [
+        "PYTEST_ADDOPTS",
+        "PYTEST_PLUGINS",
+        "PYTEST_XDIST_WORKER",
+        "PYTEST_XDIST_WORKER_COUNT",
+    ] {
+        cmd.env_remove(var);
     }
 }
 
