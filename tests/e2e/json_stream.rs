@@ -51,9 +51,9 @@ struct Streamed {
     transcript: String,
 }
 
-/// Runs `runner --format json ARGS` in `dir`, reading each line of stdout
-/// as it arrives.
-fn stream(dir: &Path, tag: &str, args: &[&str]) -> Streamed {
+/// Runs `runner --format json ARGS` in `dir`; `react` sees each stdout line
+/// as it arrives (to signal runner mid-run).
+fn stream(dir: &Path, tag: &str, args: &[&str], react: impl Fn(&Live, &Value)) -> Streamed {
     require_python();
     let mut cmd = Command::new(runner_bin());
     cmd.arg("--format")
@@ -89,6 +89,7 @@ fn stream(dir: &Path, tag: &str, args: &[&str]) -> Streamed {
                 arrived.line
             )
         });
+        react(&live, &value);
         lines.push(arrived);
         values.push(value);
         events.push(event);
@@ -128,6 +129,7 @@ fn events_are_streamed_as_json_lines_while_the_run_goes_on() {
             "--run-log",
             log.to_str().unwrap(),
         ],
+        |_, _| {},
     );
     let context = &run.transcript;
     assert_eq!(run.code, Some(1), "{context}");
@@ -308,6 +310,76 @@ fn events_are_streamed_as_json_lines_while_the_run_goes_on() {
             "no {section} section on stderr\n{context}"
         );
     }
+    assert_no_leftovers(&tag);
+}
+
+/// Ctrl-C while a test hangs: the stream still ends with `run-finished`
+/// (exit code 2) and says why it stopped; every planned test ends in the
+/// stream, with a result or as `not-run`; it is the run log, and no process
+/// is left.
+#[test]
+fn an_interrupted_run_closes_its_stream() {
+    let project = copy_fixture("json_stream");
+    let log = project.dir.join("events.jsonl");
+    let tag = tag();
+    let signalled = std::cell::Cell::new(false);
+    let run = stream(
+        &project.dir,
+        &tag,
+        &[
+            "-n",
+            "2",
+            "--timeout",
+            "60",
+            "--run-log",
+            log.to_str().unwrap(),
+        ],
+        |live, value| {
+            // The consumer sees the hang begin and stops the run.
+            if value["type"] == "test-started"
+                && value["id"] == "test_broken.py::test_hangs"
+                && !signalled.replace(true)
+            {
+                live.signal(nix::sys::signal::Signal::SIGINT);
+            }
+        },
+    );
+    let context = &run.transcript;
+    assert!(signalled.get(), "the hung test never started\n{context}");
+    assert_eq!(run.code, Some(2), "{context}");
+    assert!(run.elapsed < BOUND, "took {:?}\n{context}", run.elapsed);
+    for value in &run.values {
+        check_keys(value);
+    }
+    let last = run.values.last().unwrap();
+    assert_eq!(last["type"], "run-finished", "{context}");
+    assert_eq!(last["exit_code"], 2);
+    assert!(
+        run.values
+            .iter()
+            .any(|v| v["type"] == "run-stopping" && v["reason"]["kind"] == "signal"),
+        "no run-stopping for the signal\n{context}"
+    );
+    let RunEvent::RunStarted { plan, .. } = &run.events[0].event else {
+        panic!("the first event is not run-started\n{context}");
+    };
+    for id in plan.iter().flatten() {
+        let ends = run
+            .values
+            .iter()
+            .filter(|v| (v["type"] == "test-finished" || v["type"] == "not-run") && v["id"] == **id)
+            .count();
+        assert_eq!(
+            ends, 1,
+            "{id} must end once in the stream, with a result or as not-run\n{context}"
+        );
+    }
+    let (_, logged) = read_log(&log);
+    assert_eq!(logged, run.values);
+    assert!(
+        run.stderr.contains("KeyboardInterrupt"),
+        "the report on stderr says why\n{context}"
+    );
     assert_no_leftovers(&tag);
 }
 

@@ -65,6 +65,14 @@ impl Live {
         }
     }
 
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
     /// The next line of `stream`, or None at its end or after `timeout`.
     pub fn next_line(&mut self, stream: Stream, timeout: Duration) -> Option<Arrived> {
         let receiver = match stream {

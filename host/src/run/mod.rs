@@ -224,7 +224,7 @@ impl<'a> Run<'a> {
         for id in std::mem::take(&mut self.not_run) {
             self.emit(RunEvent::NotRun { id });
         }
-        if accounted != self.planned && !self.cancelled {
+        if accounted != self.planned {
             self.distrust(UntrustedCause::Unaccounted {
                 planned: self.planned as u64,
                 results: self.finished as u64,
@@ -636,11 +636,18 @@ impl<'a> Run<'a> {
     }
 
     /// Stops the run now: dispatching ends and the workers are killed.
+    /// The tests the workers held, those in flight included, do not run
+    /// (to their end): they are `not-run`, so the run still adds up.
     fn cancel(&mut self, reason: StopReason) {
         self.stop_dispatching(reason);
         self.cancelled = true;
         self.kill_workers();
-        self.workers.clear();
+        let mut workers: Vec<(String, Worker)> = self.workers.drain().collect();
+        // In the order they were forked (gw0, gw1, ..., gw10).
+        workers.sort_by_key(|(name, _)| name.trim_start_matches("gw").parse::<u32>().ok());
+        for (_, mut worker) in workers {
+            self.not_run.extend(worker.assigned.drain(..));
+        }
     }
 
     async fn on_tick(&mut self) -> Result<()> {
