@@ -521,8 +521,7 @@ async fn collect(
                     );
                     return Ok(Err(Collection::Ended(exit_code::USAGE_ERROR)));
                 }
-                crate::stdio::out(&stdout);
-                crate::stdio::err(&stderr);
+                show_pytest_output(settings, &stdout, &stderr);
                 if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
                     crate::errln!(
                         "error: Python crashed during collection: killed by {}\n  (its output is above)",
@@ -543,8 +542,7 @@ async fn collect(
                 zygote.kill_all();
                 let _ = tokio::time::timeout(Duration::from_secs(5), zygote.wait()).await;
                 let (stdout, stderr) = zygote.output();
-                crate::stdio::out(&stdout);
-                crate::stdio::err(&stderr);
+                show_pytest_output(settings, &stdout, &stderr);
                 crate::errln!(
                     "error: the global timeout of {secs}s was reached during collection; no test ran\n  hint: pytest's collection (importing the test modules and conftest files) did not finish in time: run `pytest --collect-only` to see where it stops, or raise --global-timeout"
                 );
@@ -552,6 +550,18 @@ async fn collect(
             }
         }
     }
+}
+
+/// Shows what pytest printed when it ended without a run (`--help`,
+/// `--collect-only`, a usage error). With `--format json` stdout carries
+/// nothing but events, so its stdout goes to stderr too.
+fn show_pytest_output(settings: &SessionSettings, stdout: &str, stderr: &str) {
+    if settings.json {
+        crate::stdio::err(stdout);
+    } else {
+        crate::stdio::out(stdout);
+    }
+    crate::stdio::err(stderr);
 }
 
 /// Sleeps until `deadline`, or forever without one.

@@ -383,6 +383,35 @@ fn an_interrupted_run_closes_its_stream() {
     assert_no_leftovers(&tag);
 }
 
+/// What pytest prints itself (here `--collect-only`'s list) goes to stderr
+/// too: stdout carries nothing but events, even when no run starts.
+#[test]
+fn pytests_own_output_stays_off_the_stream() {
+    let project = copy_fixture("json_stream");
+    let tag = tag();
+    let run = stream(
+        &project.dir,
+        &tag,
+        &["--", "--collect-only", "-q"],
+        |_, _| {},
+    );
+    assert_eq!(run.code, Some(0), "{}", run.transcript);
+    assert!(run.lines.is_empty(), "{}", run.transcript);
+    for (id, _) in OUTCOMES {
+        assert!(
+            run.stderr.lines().any(|l| l == *id),
+            "{id} is not listed on stderr\n{}",
+            run.transcript
+        );
+    }
+    assert!(
+        run.stderr.contains("10 tests collected"),
+        "{}",
+        run.transcript
+    );
+    assert_no_leftovers(&tag);
+}
+
 /// The required keys of the main event types, and their JSON types, as
 /// documented in `runner::events`.
 fn check_keys(value: &Value) {
