@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -578,12 +579,21 @@ fn default_workers() -> u32 {
         .unwrap_or(1)
 }
 
-/// Sortable and unique: seconds since the epoch, then the pid.
+/// Sortable and unique: seconds since the epoch, then the pid; a later
+/// session of the same process (watch mode) adds its number, since two
+/// sessions can start within a second. (The id names the run logs, and
+/// tells the guardian and `testrun_uid` one session from another.)
 fn new_run_id() -> String {
+    static SESSIONS: AtomicU32 = AtomicU32::new(0);
+    let session = SESSIONS.fetch_add(1, Ordering::Relaxed) + 1;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    format!("{}-{}", now.as_secs(), std::process::id())
+    let id = format!("{}-{}", now.as_secs(), std::process::id());
+    match session {
+        1 => id,
+        n => format!("{id}.{n}"),
+    }
 }
 
 /// Runs one session with one run of every collected test: what `runner`
@@ -593,5 +603,19 @@ pub async fn run_once(settings: SessionSettings, policies: Policies) -> Result<i
         Started::Ready(session) => Ok(session.run_last(&Selection::All).await?.exit_code),
         Started::Ended(code, _) => Ok(code),
         Started::Interrupted => Ok(exit_code::INTERRUPTED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_session_of_a_process_has_its_own_id() {
+        let ids: Vec<String> = (0..3).map(|_| new_run_id()).collect();
+        let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "{ids:?}");
+        let pid = std::process::id().to_string();
+        assert!(ids.iter().all(|id| id.contains(&pid)), "{ids:?}");
     }
 }
