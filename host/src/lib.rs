@@ -20,6 +20,7 @@ pub mod report;
 pub mod run;
 pub mod run_log;
 pub mod session;
+pub mod settings;
 pub mod signals;
 pub mod state;
 pub mod stdio;
@@ -29,15 +30,14 @@ pub mod watch;
 pub mod wire;
 pub mod zygote;
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, PolicyArgs};
+use crate::cli::{Cli, Command};
 use crate::config::ProjectConfig;
-use crate::policy::{Policies, PolicyConfig, SandboxLimits};
-use crate::session::SessionSettings;
+use crate::policy::Policies;
+use crate::settings::Settings;
 
 /// The whole program; returns the process exit code.
 pub fn main_impl() -> i32 {
@@ -68,7 +68,7 @@ pub fn main_impl() -> i32 {
         }
     };
     if let Some(Command::Plugins { policy }) = &cli.command {
-        return match policy_config(policy, &project, None) {
+        return match settings::policy_config(policy, &project, &cwd, None) {
             Ok(config) => plugins::list(&config),
             Err(message) => {
                 crate::errln!("error: {message}");
@@ -76,34 +76,24 @@ pub fn main_impl() -> i32 {
             }
         };
     }
-    let file = &project.values;
-    let junitxml = match (&cli.junitxml, &file.junitxml) {
-        (Some(path), _) => Some(cwd.join(path)),
-        (None, Some(path)) => Some(project.resolve(path)),
-        (None, None) => None,
-    };
-    let policies = match policy_config(&cli.policy, &project, junitxml.clone()) {
-        Ok(config) => Policies::load(&config).map_err(|e| (e.is_usage(), e.to_string())),
-        Err(message) => Err((true, message)),
-    };
-    let policies = match policies {
-        Ok(policies) => policies,
-        Err((usage, message)) => {
+    let settings = match Settings::resolve(cli, &project, &cwd, &mut |warning| {
+        crate::errln!("warning: {warning}")
+    }) {
+        Ok(settings) => settings,
+        Err(message) => {
             crate::errln!("error: {message}");
-            return if usage {
+            return exit_code::USAGE_ERROR;
+        }
+    };
+    let policies = match Policies::load(&settings.policies) {
+        Ok(policies) => policies,
+        Err(error) => {
+            crate::errln!("error: {error}");
+            return if error.is_usage() {
                 exit_code::USAGE_ERROR
             } else {
                 exit_code::INTERNAL_ERROR
             };
-        }
-    };
-    let python = match python::find_python(cli.python.as_deref(), &mut |warning| {
-        crate::errln!("warning: {warning}")
-    }) {
-        Ok(python) => python,
-        Err(error) => {
-            crate::errln!("error: {error}");
-            return exit_code::USAGE_ERROR;
         }
     };
     // Every process of the run whose parent dies becomes runner's child, not
@@ -112,23 +102,11 @@ pub fn main_impl() -> i32 {
     if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
         crate::errln!("warning: could not become a child subreaper: {error}");
     }
-    let watch = cli.watch;
-    let settings = SessionSettings {
-        limits: run::Limits {
-            timeout: cli.timeout.or(file.timeout),
-            slow: cli.slow.or(file.slow),
-            global_timeout: cli.global_timeout.or(file.global_timeout),
-            ..Default::default()
-        },
-        max_worker_restart: cli.max_worker_restart.or(file.max_worker_restart),
-        python,
-        workers: cli.workers.or(file.workers),
-        verbosity: cli.verbosity(),
-        pytest_args: cli.pytest_args,
-        junitxml,
-        run_log: cli.run_log,
-        json: cli.format == cli::OutputFormat::Json,
-    };
+    let Settings {
+        session: session_settings,
+        watch,
+        ..
+    } = settings;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -138,9 +116,9 @@ pub fn main_impl() -> i32 {
         // must be spawned from a thread that lives as long as runner.
         rt.block_on(async {
             if watch {
-                watch::watch(settings, policies).await
+                watch::watch(session_settings, policies).await
             } else {
-                session::run_once(settings, policies).await
+                session::run_once(session_settings, policies).await
             }
         })
     });
@@ -151,68 +129,4 @@ pub fn main_impl() -> i32 {
             exit_code::INTERNAL_ERROR
         }
     }
-}
-
-/// The policy setup from the command line over the config file.
-fn policy_config(
-    args: &PolicyArgs,
-    project: &ProjectConfig,
-    junitxml: Option<PathBuf>,
-) -> Result<PolicyConfig, String> {
-    let file = &project.values;
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let mut policies: Vec<PathBuf> = file.policies.iter().map(|p| project.resolve(p)).collect();
-    policies.extend(args.policies.iter().map(|p| cwd.join(p)));
-    let plugins_dir = match (&args.plugins_dir, &file.plugins_dir) {
-        (Some(dir), _) => cwd.join(dir),
-        (None, Some(dir)) => project.resolve(dir),
-        (None, None) => project.project_dir.join("plugins"),
-    };
-    let mut options = project.policy_options().map_err(|e| e.to_string())?;
-    options.extend(args.policy_opts.iter().cloned());
-    let defaults = SandboxLimits::default();
-    // Both sources are checked where they are read (cli, config).
-    let deadline = args
-        .policy_deadline
-        .or(file.policy_deadline)
-        .map(Duration::from_secs_f64);
-    let budget = args
-        .policy_budget
-        .or(file.policy_budget)
-        .map(Duration::from_secs_f64);
-    Ok(PolicyConfig {
-        policies,
-        plugins_dir: Some(plugins_dir),
-        options,
-        junitxml,
-        limits: SandboxLimits {
-            memory_bytes: args
-                .policy_memory
-                .or(file.policy_memory_mib)
-                .map_or(defaults.memory_bytes, |mib| (mib as usize) << 20),
-            deadline: deadline.unwrap_or(defaults.deadline),
-            budget: budget.unwrap_or(defaults.budget),
-        },
-        cache_dir: Some(cache_dir()),
-        cache_key: cache_key(),
-    })
-}
-
-/// The key cache entries are verified with: per user, in the state
-/// directory, never in the cache itself, so a cache restored from
-/// elsewhere (a CI cache) or written by another tool is not trusted.
-fn cache_key() -> Option<PathBuf> {
-    std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|d| Path::new(&d).join(".local").join("state")))
-        .map(|d| d.join("runner").join("cache-key"))
-}
-
-/// Compiled components are cached per user, not per project.
-fn cache_dir() -> PathBuf {
-    std::env::var_os("RUNNER_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("runner")))
-        .or_else(|| std::env::var_os("HOME").map(|d| Path::new(&d).join(".cache").join("runner")))
-        .unwrap_or_else(|| std::env::temp_dir().join("runner-cache"))
 }

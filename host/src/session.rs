@@ -239,12 +239,16 @@ impl Session {
         let state_dir = PathBuf::from(&collected.rootdir).join(".runner");
         let tests: Vec<_> = match selection {
             Selection::All => collected.tests.clone(),
-            Selection::Ids(ids) => collected
-                .tests
-                .iter()
-                .filter(|t| ids.contains(&t.id))
-                .cloned()
-                .collect(),
+            Selection::Ids(ids) => {
+                let wanted: std::collections::HashSet<&str> =
+                    ids.iter().map(String::as_str).collect();
+                collected
+                    .tests
+                    .iter()
+                    .filter(|t| wanted.contains(t.id.as_str()))
+                    .cloned()
+                    .collect()
+            }
         };
         let workers = self
             .settings
