@@ -1,11 +1,11 @@
 //! A process read while it runs: each line of its stdout and stderr is
 //! taken by a reader thread the moment it is written, stamped with when it
-//! arrived, and handed over a channel, so a test sees what the process
-//! printed and when.
+//! arrived, and handed over a channel, so a test can wait for a line, act
+//! (edit a file, press Enter, send a signal) and see what follows.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +32,7 @@ pub enum Stream {
 
 pub struct Live {
     child: Child,
+    stdin: Option<ChildStdin>,
     stdout: Receiver<Arrived>,
     stderr: Receiver<Arrived>,
     /// Every line read so far from either stream, for failure messages.
@@ -41,10 +42,10 @@ pub struct Live {
 }
 
 impl Live {
-    /// Starts `cmd` in `cwd` with stdout and stderr piped.
+    /// Starts `cmd` in `cwd` with all three standard streams piped.
     pub fn spawn(mut cmd: Command, cwd: &Path) -> Live {
         cmd.current_dir(cwd)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         clean_env(&mut cmd);
@@ -56,6 +57,7 @@ impl Live {
         let stdout = read_lines(child.stdout.take().unwrap(), "out", transcript.clone());
         let stderr = read_lines(child.stderr.take().unwrap(), "err", transcript.clone());
         Live {
+            stdin: child.stdin.take(),
             child,
             stdout,
             stderr,
@@ -69,10 +71,6 @@ impl Live {
         self.child.id() as i32
     }
 
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
-    }
-
     /// The next line of `stream`, or None at its end or after `timeout`.
     pub fn next_line(&mut self, stream: Stream, timeout: Duration) -> Option<Arrived> {
         let receiver = match stream {
@@ -81,6 +79,54 @@ impl Live {
         };
         // Its end and the timeout are the same to the caller: no line.
         receiver.recv_timeout(timeout).ok()
+    }
+
+    /// Reads `stream` up to the first line that `wanted` accepts and returns
+    /// it; panics with everything read so far if none comes within
+    /// `timeout`. `what` names the line for that message.
+    #[track_caller]
+    pub fn wait_for(
+        &mut self,
+        stream: Stream,
+        what: &str,
+        timeout: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Arrived {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_line(stream, left) {
+                Some(arrived) if wanted(&arrived.line) => return arrived,
+                Some(_) => {}
+                None => panic!(
+                    "no {what} on {stream:?} within {timeout:?}\n{}",
+                    self.transcript()
+                ),
+            }
+        }
+    }
+
+    /// Asserts that `stream` shows no line within `quiet`.
+    #[track_caller]
+    pub fn assert_silent(&mut self, stream: Stream, quiet: Duration, why: &str) {
+        if let Some(arrived) = self.next_line(stream, quiet) {
+            panic!(
+                "{why}, but {stream:?} printed {:?}\n{}",
+                arrived.line,
+                self.transcript()
+            );
+        }
+    }
+
+    /// Writes `text` to the process's stdin.
+    pub fn type_in(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is piped");
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).unwrap();
     }
 
     /// Waits for the process to exit, polling often so that the moment is

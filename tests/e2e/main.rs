@@ -22,3 +22,4 @@ mod shim;
 mod supervision;
 mod support;
 mod terminal;
+mod watch;
