@@ -63,11 +63,11 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub max_worker_restart: Option<u32>,
 
-    /// Print a line for every test, not only for failures.
+    /// A line for every test in pytest's report (pytest's `-v`).
     #[arg(short, long, conflicts_with = "quiet")]
     pub verbose: bool,
 
-    /// Print only the closing line.
+    /// A quieter report (pytest's `-q`).
     #[arg(short, long)]
     pub quiet: bool,
 

@@ -2,7 +2,7 @@
 //! connections and turns what they send into events for the run loop.
 //! Readers only decode and forward; all state lives in the run loop.
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
@@ -30,8 +30,25 @@ pub enum ConnEvent {
 pub struct Peers {
     pub events: mpsc::UnboundedReceiver<ConnEvent>,
     writers: HashMap<ConnId, OwnedWriteHalf>,
-    /// The zygote's connection, once it has said hello.
+    /// The zygote's connection, once it has sent its collection.
     pub zygote_conn: ConnId,
+    zygote: Option<ZygoteLink>,
+}
+
+/// The way to the zygote: frames queued in order and written by a task of
+/// their own, so that a sink can send without waiting (the zygote replays
+/// every result into pytest's hooks).
+#[derive(Clone)]
+pub struct ZygoteLink(mpsc::UnboundedSender<Vec<u8>>);
+
+impl ZygoteLink {
+    /// Queues one message; false if the zygote's connection is gone.
+    pub fn send(&self, message: &Outbound<'_>) -> bool {
+        match wire::encode_frame(message) {
+            Ok(frame) => self.0.send(frame).is_ok(),
+            Err(_) => false,
+        }
+    }
 }
 
 impl Peers {
@@ -40,7 +57,30 @@ impl Peers {
             events,
             writers: HashMap::new(),
             zygote_conn: ConnId::MAX,
+            zygote: None,
         }
+    }
+
+    /// `conn` is the zygote's: from now on its frames go through a
+    /// [`ZygoteLink`].
+    pub fn set_zygote(&mut self, conn: ConnId) {
+        self.zygote_conn = conn;
+        let Some(mut writer) = self.writers.remove(&conn) else {
+            return;
+        };
+        let (frames, mut queued) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(frame) = queued.recv().await {
+                if writer.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.zygote = Some(ZygoteLink(frames));
+    }
+
+    pub fn zygote_link(&self) -> Option<ZygoteLink> {
+        self.zygote.clone()
     }
 
     pub fn opened(&mut self, conn: ConnId, writer: OwnedWriteHalf) {
@@ -53,6 +93,9 @@ impl Peers {
 
     /// Sends one command; false if the peer is gone.
     pub async fn send(&mut self, conn: ConnId, message: &Outbound<'_>) -> bool {
+        if conn == self.zygote_conn {
+            return self.zygote.as_ref().is_some_and(|link| link.send(message));
+        }
         match self.writers.get_mut(&conn) {
             Some(writer) => wire::write_frame(writer, message).await.is_ok(),
             None => false,

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::model::Outcome;
-use crate::wire::{PhaseReport, SessionStop};
+use crate::wire::{PhaseReport, Raw, SessionStop};
 
 /// The version of the event schema; a reader refuses a newer major one.
 /// Fields may be added without a new version, so readers ignore unknown
@@ -71,7 +71,14 @@ pub enum RunEvent {
         message: Option<String>,
     },
     /// A warning pytest recorded (`nodeid` empty outside a test).
-    Warning { nodeid: String, message: String },
+    Warning {
+        nodeid: String,
+        message: String,
+        /// From a worker: when it was raised and the warning itself, for
+        /// the zygote's pytest to replay; not written out.
+        #[serde(skip)]
+        replay: Option<(String, Raw)>,
+    },
     /// A collected test the scheduler chose not to run, and why.
     Deselected { id: String, reason: String },
     /// A worker began a test.

@@ -71,6 +71,7 @@ mod tests {
             failures,
             untrusted,
             zygote_usable: true,
+            zygote_answers: true,
         }
     }
 

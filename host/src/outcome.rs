@@ -68,6 +68,7 @@ pub fn synthetic_report(
         message: Some(message.into()),
         wasxfail: None,
         skip: None,
+        pytest: None,
     }
 }
 
@@ -195,6 +196,7 @@ mod tests {
             message: None,
             wasxfail: None,
             skip: None,
+            pytest: None,
         }
     }
 

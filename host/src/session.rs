@@ -29,8 +29,8 @@ use crate::run::{Limits, Run, RunCommand, RunContext, RunPlan};
 use crate::signals::StopSignals;
 use crate::state::History;
 use crate::ui::Verbosity;
-use crate::wire::{Collected, Inbound, Outbound};
-use crate::zygote::{NO_PYTEST_EXIT, Zygote, ZygoteSpec};
+use crate::wire::{Collected, Inbound, Outbound, RunEnd};
+use crate::zygote::{NO_PYTEST_EXIT, Output, Zygote, ZygoteSpec};
 
 /// Everything a session needs, resolved from the command line and the
 /// config file.
@@ -101,6 +101,9 @@ pub struct Session {
     runs: u32,
     /// The zygote can fork for another run.
     usable: bool,
+    /// The zygote answers: it can write pytest's report, and end pytest's
+    /// session (its plugins finish, its cache is saved).
+    answers: bool,
 }
 
 impl Session {
@@ -128,6 +131,11 @@ impl Session {
             socket: &socket,
             run_id: &id,
             pytest_args: &settings.pytest_args,
+            output: if settings.json {
+                Output::Stderr
+            } else {
+                Output::Stdout
+            },
         })
         .with_context(|| format!("failed to start Python ({})", settings.python.display()))?;
         let mut descendants = Descendants::new(
@@ -170,6 +178,7 @@ impl Session {
             id,
             runs: 0,
             usable: true,
+            answers: true,
         })))
     }
 
@@ -291,7 +300,14 @@ impl Session {
                 .context("the scheduler failed")?
         };
         let notices: Vec<String> = policies.take_warnings();
-        let mut sinks = Sinks::new(log, self.settings.json, terminal, history, policies);
+        let mut sinks = Sinks::new(
+            log,
+            self.settings.json,
+            terminal,
+            history,
+            policies,
+            self.peers.zygote_link(),
+        );
         let batches: Vec<Vec<String>> =
             plan.batches.into_iter().filter(|b| !b.is_empty()).collect();
         let planned: usize = batches.iter().map(Vec::len).sum();
@@ -321,6 +337,8 @@ impl Session {
                 sinks.emit(RunEvent::Warning {
                     nodeid: warning.nodeid.clone(),
                     message: warning.message.clone(),
+                    // The zygote's own: its pytest has it already.
+                    replay: None,
                 });
             }
         }
@@ -370,6 +388,7 @@ impl Session {
             );
             let end = run.run().await?;
             self.usable = end.zygote_usable;
+            self.answers = end.zygote_answers;
             Some(end)
         };
         // pytest's cache learns what this run failed and cleared (it saves
@@ -382,8 +401,24 @@ impl Session {
             };
             self.peers.to_zygote(&message).await;
         }
-        if closing || !self.usable {
-            self.end_processes(&mut sinks).await;
+        // pytest's report of the run: the zygote writes it, at the end of
+        // pytest's session if this is the session's last run.
+        let notes = sinks.terminal.report_notes();
+        let (stopped, session_stop) = sinks.pytest.stopped();
+        let session_stop = session_stop.cloned();
+        let run_end = RunEnd {
+            notes: &notes,
+            stopped: stopped.as_deref(),
+            session_stop: session_stop.as_ref(),
+            untrusted: end.as_ref().is_some_and(|end| end.untrusted),
+        };
+        let reported = if closing || !self.usable {
+            self.end_processes(&mut sinks, &run_end).await
+        } else {
+            self.report_run(&run_end).await
+        };
+        if !reported || !sinks.pytest.connected() {
+            sinks.terminal.report_instead_of_pytest();
         }
         let collection_errors = !collected.errors.is_empty() && self.runs == 1;
         let interrupted = collected.interrupted.is_some();
@@ -412,7 +447,7 @@ impl Session {
     /// Gives the policies back, for a new session.
     pub async fn close(mut self) -> Option<Policies> {
         let mut quiet = Vec::new();
-        self.stop_zygote(&mut quiet).await;
+        self.stop_zygote(&mut quiet, None).await;
         self.zygote.stop().await;
         for note in self.descendants.sweep().await.notes() {
             crate::errln!("warning: {note}");
@@ -423,32 +458,75 @@ impl Session {
         self.policies.take()
     }
 
-    /// Asks a usable zygote to finish (pytest saves its cache then); one
-    /// that does not within 30 s is killed, with a notice.
-    async fn stop_zygote(&mut self, notices: &mut Vec<String>) {
-        if !self.usable {
-            return;
+    /// Asks a zygote that answers to finish: pytest's session ends, with
+    /// the report of `last_run` (or none when every run was reported),
+    /// its plugins finish and its cache is saved. One that does not exit
+    /// within 30 s is killed, with a notice. Returns whether it ended as
+    /// asked.
+    async fn stop_zygote(
+        &mut self,
+        notices: &mut Vec<String>,
+        last_run: Option<&RunEnd<'_>>,
+    ) -> bool {
+        if !self.answers {
+            return false;
         }
         self.usable = false;
+        self.answers = false;
         self.peers
             .to_zygote(&Outbound::Shutdown {
                 drop_pending: false,
+                end: last_run.copied(),
+                silent: last_run.is_none(),
             })
             .await;
-        if tokio::time::timeout(Duration::from_secs(30), self.zygote.wait())
-            .await
-            .is_err()
-        {
-            notices.push("the zygote did not exit within 30s of the run's end; killed it".into());
+        match tokio::time::timeout(Duration::from_secs(30), self.zygote.wait()).await {
+            // Asked, or on its own (pytest stopped on collection errors):
+            // pytest ended its session and wrote its report.
+            Ok(Ok(status)) => status.code().is_some(),
+            Ok(Err(_)) => false,
+            Err(_) => {
+                notices
+                    .push("the zygote did not exit within 30s of the run's end; killed it".into());
+                false
+            }
         }
+    }
+
+    /// A run that is not the session's last: the zygote writes pytest's
+    /// summary of it. Returns whether it did (within 30 s).
+    async fn report_run(&mut self, run_end: &RunEnd<'_>) -> bool {
+        if !self.peers.to_zygote(&Outbound::RunEnd(*run_end)).await {
+            return false;
+        }
+        let waited = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match self.peers.events.recv().await {
+                    Some(ConnEvent::Message(conn, Inbound::Reported))
+                        if conn == self.peers.zygote_conn =>
+                    {
+                        return true;
+                    }
+                    Some(ConnEvent::Opened(conn, writer)) => self.peers.opened(conn, writer),
+                    Some(ConnEvent::Closed(conn)) if conn == self.peers.zygote_conn => {
+                        return false;
+                    }
+                    Some(_) => {}
+                    None => return false,
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or(false)
     }
 
     /// The session ends with this run, or the zygote can't fork again
     /// (dead, stuck, or the run was cancelled): the zygote and whatever the
-    /// run left running go now, reported in this run.
-    async fn end_processes(&mut self, sinks: &mut Sinks) {
+    /// run left running go now, reported in this run. Returns whether the
+    /// zygote wrote pytest's report.
+    async fn end_processes(&mut self, sinks: &mut Sinks, run_end: &RunEnd<'_>) -> bool {
         let mut notices = Vec::new();
-        self.stop_zygote(&mut notices).await;
+        let reported = self.stop_zygote(&mut notices, Some(run_end)).await;
         for message in notices {
             sinks.emit(RunEvent::Notice { message });
         }
@@ -465,6 +543,7 @@ impl Session {
         for message in swept.notes() {
             sinks.emit(RunEvent::Notice { message });
         }
+        reported
     }
 }
 
@@ -507,7 +586,7 @@ async fn collect(
             event = peers.events.recv() => match event {
                 Some(ConnEvent::Opened(conn, writer)) => peers.opened(conn, writer),
                 Some(ConnEvent::Message(conn, Inbound::Collected(collected))) => {
-                    peers.zygote_conn = conn;
+                    peers.set_zygote(conn);
                     return Ok(Ok(collected));
                 }
                 Some(ConnEvent::Message(..) | ConnEvent::Closed(_) | ConnEvent::Evidence(..)) => {}
@@ -516,17 +595,14 @@ async fn collect(
             },
             status = zygote.wait() => {
                 let status = status?;
-                let (stdout, stderr) = zygote.output();
                 let code = status.code().unwrap_or(exit_code::INTERRUPTED);
                 if code == NO_PYTEST_EXIT {
-                    crate::stdio::err(&stderr);
                     crate::errln!(
                         "error: pytest is not installed for {}\n  hint: install it with `{} -m pip install pytest`, or choose another interpreter with --python",
                         settings.python.display(), settings.python.display()
                     );
                     return Ok(Err(Collection::Ended(exit_code::USAGE_ERROR)));
                 }
-                show_pytest_output(settings, &stdout, &stderr);
                 if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
                     crate::errln!(
                         "error: Python crashed during collection: killed by {}\n  (its output is above)",
@@ -546,8 +622,6 @@ async fn collect(
                 let secs = settings.limits.global_timeout.unwrap_or_default();
                 zygote.kill_all();
                 let _ = tokio::time::timeout(Duration::from_secs(5), zygote.wait()).await;
-                let (stdout, stderr) = zygote.output();
-                show_pytest_output(settings, &stdout, &stderr);
                 crate::errln!(
                     "error: the global timeout of {secs}s was reached during collection; no test ran\n  hint: pytest's collection (importing the test modules and conftest files) did not finish in time: run `pytest --collect-only` to see where it stops, or raise --global-timeout"
                 );
@@ -555,18 +629,6 @@ async fn collect(
             }
         }
     }
-}
-
-/// Shows what pytest printed when it ended without a run (`--help`,
-/// `--collect-only`, a usage error). With `--format json` stdout carries
-/// nothing but events, so its stdout goes to stderr too.
-fn show_pytest_output(settings: &SessionSettings, stdout: &str, stderr: &str) {
-    if settings.json {
-        crate::stdio::err(stdout);
-    } else {
-        crate::stdio::out(stdout);
-    }
-    crate::stdio::err(stderr);
 }
 
 /// Sleeps until `deadline`, or forever without one.

@@ -12,6 +12,7 @@ use crate::policy::{PolicyConfig, SandboxLimits};
 use crate::python;
 use crate::run::Limits;
 use crate::session::SessionSettings;
+use crate::ui::Verbosity;
 
 /// Everything a `runner` run needs to know.
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ impl Settings {
                 python,
                 workers: cli.workers.or(file.workers),
                 verbosity,
-                pytest_args: cli.pytest_args,
+                pytest_args: pytest_args(verbosity, cli.pytest_args),
                 junitxml,
                 run_log: cli.run_log,
                 json: cli.format == OutputFormat::Json,
@@ -62,6 +63,20 @@ impl Settings {
             watch: cli.watch,
         })
     }
+}
+
+/// What pytest is given: runner's `-v`/`-q` (pytest writes the report, so
+/// they are pytest's too), then the arguments after `--`.
+fn pytest_args(verbosity: Verbosity, after_dashes: Vec<String>) -> Vec<String> {
+    let flag = match verbosity {
+        Verbosity::Verbose => Some("-v"),
+        Verbosity::Quiet => Some("-q"),
+        Verbosity::Normal => None,
+    };
+    flag.map(str::to_owned)
+        .into_iter()
+        .chain(after_dashes)
+        .collect()
 }
 
 /// The policy setup from the command line over the config file.

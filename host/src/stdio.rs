@@ -22,13 +22,25 @@ pub fn err(text: &str) {
     write(&mut std::io::stderr().lock(), text);
 }
 
+/// Writes `bytes` (what Python printed, maybe not UTF-8) to stdout.
+pub fn out_bytes(bytes: &[u8]) {
+    write_bytes(&mut std::io::stdout().lock(), bytes);
+}
+
+/// Writes `bytes` to stderr.
+pub fn err_bytes(bytes: &[u8]) {
+    write_bytes(&mut std::io::stderr().lock(), bytes);
+}
+
 fn write(stream: &mut impl Write, text: &str) {
+    write_bytes(stream, text.as_bytes());
+}
+
+fn write_bytes(stream: &mut impl Write, bytes: &[u8]) {
     if CLOSED.load(Ordering::Relaxed) {
         return;
     }
-    let written = stream
-        .write_all(text.as_bytes())
-        .and_then(|()| stream.flush());
+    let written = stream.write_all(bytes).and_then(|()| stream.flush());
     // Only a reader that went away stops the run; other errors (a full disk
     // behind a redirect) lose that output and nothing else.
     if written.is_err_and(|error| error.kind() == ErrorKind::BrokenPipe) {

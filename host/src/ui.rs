@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 use console::{Style, Term};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::exit_code::INTERRUPTED;
-use crate::model::{Outcome, TestResult};
 use crate::summary::{Color, Stats, separator};
 use crate::wire::{CollectError, PhaseReport, SessionStop, WarningRecord};
 
@@ -53,7 +52,6 @@ pub struct Terminal {
     bar: ProgressBar,
     width: usize,
     verbosity: Verbosity,
-    failures_seen: u64,
     /// The final report goes to stderr (stdout carries `--format json`).
     pub report_to_stderr: bool,
 }
@@ -71,7 +69,6 @@ impl Terminal {
             bar,
             width,
             verbosity,
-            failures_seen: 0,
             report_to_stderr: false,
         }
     }
@@ -108,45 +105,6 @@ impl Terminal {
         if self.verbosity >= Verbosity::Normal {
             self.bar
                 .suspend(|| crate::errln!("{}", Style::new().dim().apply_to(line)));
-        }
-    }
-
-    pub fn start(&mut self, total: u64) {
-        if self.verbosity == Verbosity::Quiet || !Term::stderr().is_term() {
-            return;
-        }
-        let style = ProgressStyle::with_template(
-            "{spinner:.cyan} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> ");
-        // The same bar, made visible, so clones (the policy log sink) follow.
-        self.bar.set_draw_target(ProgressDrawTarget::stderr());
-        self.bar.set_length(total);
-        self.bar.set_style(style);
-        self.bar.enable_steady_tick(Duration::from_millis(100));
-    }
-
-    pub fn test_finished(&mut self, result: &TestResult) {
-        self.bar.inc(1);
-        let failed = result.outcome.is_failure();
-        if failed {
-            self.failures_seen += 1;
-            self.bar.set_message(
-                Style::new()
-                    .red()
-                    .apply_to(format!("{} failed", self.failures_seen))
-                    .to_string(),
-            );
-        }
-        if self.verbosity == Verbosity::Verbose || (failed && self.verbosity == Verbosity::Normal) {
-            let word = result.outcome.as_str().to_uppercase();
-            let styled = outcome_style(result.outcome).apply_to(format!("{word:>8}"));
-            let line = format!(
-                "{styled} [{:>7.3}s] {} {}",
-                result.duration_secs, result.worker, result.id
-            );
-            self.bar.suspend(|| crate::errln!("{line}"));
         }
     }
 
@@ -393,16 +351,6 @@ fn push_block(out: &mut String, text: &str) {
     out.push_str(text);
     if !text.ends_with('\n') {
         out.push('\n');
-    }
-}
-
-fn outcome_style(outcome: Outcome) -> Style {
-    match outcome {
-        Outcome::Passed => Style::new().green(),
-        Outcome::Skipped | Outcome::Xfailed | Outcome::Xpassed => Style::new().yellow(),
-        Outcome::Failed | Outcome::Error | Outcome::Hung | Outcome::Crashed => {
-            Style::new().red().bold()
-        }
     }
 }
 

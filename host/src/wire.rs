@@ -73,6 +73,21 @@ pub enum Inbound {
     /// A test stopped pytest's session (KeyboardInterrupt, SIGINT, or
     /// `pytest.exit()`); what it got through came first, as a `Result`.
     Stop(SessionStop),
+    /// The zygote wrote pytest's summary of a run (`Outbound::RunEnd`).
+    Reported,
+}
+
+/// A piece of JSON passed through as received: a report in pytest's own
+/// serializable form, which the host hands back to the zygote's pytest
+/// without reading it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Raw(pub Box<serde_json::value::RawValue>);
+
+impl PartialEq for Raw {
+    fn eq(&self, other: &Raw) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +153,12 @@ pub struct WarningRecord {
     /// The test it was raised in; empty during configuration or collection.
     pub nodeid: String,
     pub message: String,
+    /// From a worker: the warning as the zygote's pytest rebuilds it, and
+    /// when it was raised.
+    #[serde(default)]
+    pub pytest: Option<Raw>,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// One pytest `TestReport` (setup, call or teardown), as the worker saw it.
@@ -166,6 +187,10 @@ pub struct PhaseReport {
     pub wasxfail: Option<String>,
     #[serde(default)]
     pub skip: Option<SkipLocation>,
+    /// The whole report in pytest's serializable form, replayed through the
+    /// zygote's hooks; none for runner's own (HUNG, CRASHED).
+    #[serde(default, skip_serializing)]
+    pub pytest: Option<Raw>,
 }
 
 #[derive(Debug, Deserialize, Serialize, Clone, PartialEq)]
@@ -191,10 +216,64 @@ pub enum Outbound<'a> {
     },
     /// To either: finish what you have and exit. With `drop_pending`, a
     /// worker drops the tests it holds but has not started (--maxfail).
+    /// To the zygote, after the session's last run: its end (`RunEnd`'s
+    /// fields), then pytest's end of session; `silent` when every run was
+    /// reported already.
     Shutdown {
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         drop_pending: bool,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        end: Option<RunEnd<'a>>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        silent: bool,
     },
+    /// To the zygote: a run starts, of this many tests on this many workers.
+    RunStart { tests: usize, workers: u32 },
+    /// To the zygote: a finished test, for its pytest to replay.
+    Test {
+        id: &'a str,
+        reports: Vec<&'a Raw>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lost: Option<Lost<'a>>,
+    },
+    /// To the zygote: tests the scheduler chose not to run (pytest counts
+    /// them as deselected).
+    Deselected { ids: &'a [&'a str] },
+    /// To the zygote: a warning a test raised in its worker.
+    Warning {
+        nodeid: &'a str,
+        when: &'a str,
+        warning: &'a Raw,
+    },
+    /// To the zygote: a run that is not the session's last is over; it
+    /// writes pytest's summary and answers `Reported`.
+    RunEnd(RunEnd<'a>),
+}
+
+/// How a run ended, for pytest's summary in the zygote.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RunEnd<'a> {
+    /// runner's notes on the run (tests that did not run, leaky tests).
+    pub notes: &'a [String],
+    /// Why runner stopped the run early, when pytest did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<&'a str>,
+    /// A test stopped pytest's session: the zygote's stops the same way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_stop: Option<&'a SessionStop>,
+    /// The run's results can't be trusted: its closing line is never green.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub untrusted: bool,
+}
+
+/// runner's report of a test whose worker hung or crashed.
+#[derive(Debug, Serialize)]
+pub struct Lost<'a> {
+    /// "hung" or "crashed".
+    pub outcome: &'a str,
+    pub longrepr: &'a str,
+    pub message: &'a str,
+    pub duration: f64,
 }
 
 /// A timeout from pytest's side (the `timeout` marker, the `runner_timeout`
@@ -342,12 +421,17 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     message: &Outbound<'_>,
 ) -> Result<(), WireError> {
-    let body = serde_json::to_vec(message)?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&body);
-    writer.write_all(&frame).await?;
+    writer.write_all(&encode_frame(message)?).await?;
     Ok(())
+}
+
+/// One message as a frame: its length, then its JSON.
+pub fn encode_frame(message: &Outbound<'_>) -> Result<Vec<u8>, WireError> {
+    let mut frame = vec![0u8; 4];
+    serde_json::to_writer(&mut frame, message)?;
+    let length = (frame.len() - 4) as u32;
+    frame[..4].copy_from_slice(&length.to_be_bytes());
+    Ok(frame)
 }
 
 #[cfg(test)]

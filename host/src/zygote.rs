@@ -21,6 +21,7 @@ macro_rules! shim_modules {
 /// embedded here and written to a private directory of the run at start.
 const SHIM_MODULES: &[(&str, &str)] = shim_modules![
     "__init__.py",
+    "controller.py",
     "framing.py",
     "plugin.py",
     "processes.py",
@@ -80,6 +81,17 @@ pub struct ZygoteSpec<'a> {
     pub socket: &'a Path,
     pub run_id: &'a str,
     pub pytest_args: &'a [String],
+    /// Where what pytest prints goes, as it prints it: its header, its
+    /// progress and its report are what the user reads.
+    pub output: Output,
+}
+
+/// runner's stream for the zygote's stdout (its stderr goes to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    /// stdout carries `--format json`.
+    Stderr,
 }
 
 impl Zygote {
@@ -95,6 +107,7 @@ impl Zygote {
             .env("RUNNER_SOCKET", spec.socket)
             .env("RUNNER_SHIM", &shim)
             .env("RUNNER_RUN_ID", spec.run_id)
+            .envs(terminal_env(spec.output))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -104,8 +117,9 @@ impl Zygote {
             .kill_on_drop(true)
             .spawn()?;
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
-        let (stdout, stdout_reader) = keep_output(child.stdout.take().expect("piped"));
-        let (stderr, stderr_reader) = keep_output(child.stderr.take().expect("piped"));
+        let (stdout, stdout_reader) = keep_output(child.stdout.take().expect("piped"), spec.output);
+        let (stderr, stderr_reader) =
+            keep_output(child.stderr.take().expect("piped"), Output::Stderr);
         Ok(Zygote {
             child,
             pid,
@@ -193,8 +207,31 @@ fn die_with_runner(command: &mut Command) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What pytest can't see through the pipe its output goes through: whether
+/// the user reads it on a terminal (colour, as pytest's `--color=auto`
+/// would decide; `CLICOLOR_FORCE` forces it, as for runner's own lines)
+/// and how wide that terminal is.
+fn terminal_env(output: Output) -> Vec<(&'static str, String)> {
+    let term = match output {
+        Output::Stdout => console::Term::stdout(),
+        Output::Stderr => console::Term::stderr(),
+    };
+    let forced = std::env::var("CLICOLOR_FORCE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let mut env = Vec::new();
+    if term.is_term() || forced {
+        env.push(("RUNNER_COLOR", "1".to_owned()));
+    }
+    if let Some((_, columns)) = term.size_checked() {
+        env.push(("RUNNER_COLUMNS", columns.to_string()));
+    }
+    env
+}
+
+/// Passes what the zygote prints on to `output` as it comes, and keeps it
+/// (up to a bound) for error messages.
 fn keep_output(
     mut stream: impl AsyncRead + Unpin + Send + 'static,
+    output: Output,
 ) -> (Arc<Mutex<Vec<u8>>>, JoinHandle<()>) {
     let buffer = Arc::new(Mutex::new(Vec::new()));
     let sink = buffer.clone();
@@ -203,6 +240,10 @@ fn keep_output(
         while let Ok(n) = stream.read(&mut chunk).await {
             if n == 0 {
                 break;
+            }
+            match output {
+                Output::Stdout => crate::stdio::out_bytes(&chunk[..n]),
+                Output::Stderr => crate::stdio::err_bytes(&chunk[..n]),
             }
             let mut kept = sink.lock().unwrap();
             let room = OUTPUT_LIMIT.saturating_sub(kept.len());

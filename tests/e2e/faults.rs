@@ -27,14 +27,16 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
     }
 }
 
-/// `runner ARGS 2>&1 | head -1` (or `| head -1` with stderr kept when
-/// `both` is false): returns the exit status and, with `both` false, what
-/// runner wrote to stderr.
-fn closed_after_first_line(
+/// `runner ARGS 2>&1 | head -N` (or `| head -N` with stderr kept when
+/// `both` is false), where the Nth line is the first that contains
+/// `until`: returns the exit status and, with `both` false, what runner
+/// wrote to stderr.
+fn closed_after_line(
     dir: &Path,
     tag: &str,
     args: &[&str],
     both: bool,
+    until: &str,
 ) -> (std::process::ExitStatus, String, Duration) {
     let (reader, writer) = std::io::pipe().unwrap();
     let mut cmd = Command::new(runner_bin());
@@ -53,8 +55,13 @@ fn closed_after_first_line(
     let started = Instant::now();
     let mut child = cmd.spawn().unwrap();
     drop(cmd); // the parent's copies of the pipe's write end
-    let mut first = String::new();
-    BufReader::new(reader).read_line(&mut first).unwrap();
+    let mut reader = BufReader::new(reader);
+    let mut line = String::new();
+    while reader.read_line(&mut line).unwrap() > 0 && !line.contains(until) {
+        line.clear();
+    }
+    // runner's next writes find the pipe closed.
+    drop(reader);
     // The reader is dropped here: runner's next writes find the pipe closed.
     let status = wait_bounded(&mut child, Duration::from_secs(60));
     let stderr = std::fs::read_to_string(stderr_file.path()).unwrap();
@@ -68,7 +75,8 @@ fn a_closed_pipe_ends_the_run_quietly_and_takes_every_process() {
     let tag = tag();
     // 300 tests of 10 ms on one worker: ~3 s, far longer than the reader.
     let args = ["-v", "-n", "1", "--run-log", log.to_str().unwrap()];
-    let (status, _, elapsed) = closed_after_first_line(&project.dir, &tag, &args, true);
+    // Closed once the first test passed (pytest's -v line for it).
+    let (status, _, elapsed) = closed_after_line(&project.dir, &tag, &args, true, " PASSED ");
     assert_eq!(status.code(), Some(2), "stopped as on SIGTERM: {status:?}");
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
     assert_no_leftovers(&tag);
@@ -86,10 +94,9 @@ fn a_closed_pipe_ends_the_run_quietly_and_takes_every_process() {
 fn a_closed_stdout_alone_never_panics() {
     let project = copy_fixture("all_pass");
     let tag = tag();
-    // Only stdout is closed; the test lines of -v go to stderr, the report
-    // to stdout, which is gone by the end.
-    let (status, stderr, _) =
-        closed_after_first_line(&project.dir, &tag, &["-v", "-n", "2"], false);
+    // Only stdout, where pytest's report goes, is closed after its first
+    // line.
+    let (status, stderr, _) = closed_after_line(&project.dir, &tag, &["-v", "-n", "2"], false, "");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
         matches!(status.code(), Some(0) | Some(2)),

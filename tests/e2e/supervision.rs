@@ -60,9 +60,18 @@ fn broken_test(name: &str, outcome: &str, evidence: &[&str]) {
             broken.longrepr
         );
     }
+    // pytest's report counts it as a failure (as pytest-timeout and xdist
+    // do) and names what happened in its short summary.
+    let summary_line = format!("{} test_broken.py::{name} - ", outcome.to_uppercase());
     assert!(
-        ran.stdout.contains(&format!("1 {outcome}")),
-        "closing line counts it\n{}",
+        ran.stdout.lines().any(|l| l.starts_with(&summary_line)),
+        "the short summary names it {summary_line:?}\n{}",
+        ran.describe()
+    );
+    assert_eq!(
+        crate::support::closing_line(&ran.stdout).map(|(counts, _)| counts),
+        Some("1 failed, 2 passed, 10 deselected".to_owned()),
+        "{}",
         ran.describe()
     );
     let bound = TIMEOUT + MARGIN;
@@ -599,8 +608,10 @@ fn leaky_tests_are_reported_and_their_processes_killed(workers: &str) {
             "a live warning for {test}\n{}",
             ran.describe()
         );
+        // Killed once pytest's session ended (its report is written), so
+        // said by runner on stderr.
         assert!(
-            ran.stdout.lines().any(|line| {
+            ran.stderr.lines().any(|line| {
                 line.starts_with(&format!("  pid {pid} `"))
                     && line.ends_with(&format!("`, started by test_leaks.py::{test} (call)"))
             }),
@@ -764,10 +775,11 @@ fn sigterm_of_runner_with_a_hung_test_and_its_daemon_kills_and_names_them() {
         "the daemon is killed and traced to its test: {killed:?}"
     );
     assert_eq!(lines.last().unwrap()["type"], "run-finished");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    // Killed once pytest's session ended, so said by runner on stderr.
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stdout.contains("started by test_killed.py::test_daemon_then_hang (call)"),
-        "{stdout}"
+        stderr.contains("started by test_killed.py::test_daemon_then_hang (call)"),
+        "{stderr}"
     );
 }
 
@@ -788,7 +800,7 @@ fn a_process_started_during_collection_is_killed_at_the_end() {
     assert_eq!(pids.len(), 1, "{pids:?}");
     let pid = pids[0].1;
     assert!(
-        ran.stdout.contains(&format!(
+        ran.stderr.contains(&format!(
             "killed 1 process still running at the end of the run:\n  pid {pid} `sleep 1000`, not started by a test"
         )),
         "{}",

@@ -1,8 +1,9 @@
 //! Snapshot tests of what users see in the terminal: runner's stdout
-//! (pytest's report: ERRORS, FAILURES, HUNG AND CRASHED, warnings summary,
-//! short summary, notes, the closing line) and its stderr (the header, the
-//! live lines, the warnings and notes during the run), each kept whole in a
-//! `.snap` file under `snapshots/` and compared line for line.
+//! (pytest's report, written by the zygote's pytest: its header, progress,
+//! ERRORS, FAILURES with hung and crashed tests, warnings summary, runner's
+//! notes, the short summary, the closing line) and its stderr (runner's
+//! header line, slow tests, warnings and notes during the run), each kept
+//! whole in a `.snap` file under `snapshots/` and compared line for line.
 //!
 //! Each case runs the real binary on a copy of a fixture suite with `-n 1`,
 //! so that the live lines and the sections come in one order. What varies
@@ -113,8 +114,10 @@ fn assert_fits_the_width(ran: &Ran) {
     let mut in_short_summary = false;
     for line in ran.stdout.lines() {
         let Some((fill, title)) = separator_parts(line) else {
+            // With -q the closing line is bare, and pytest does not cut it.
+            let bare_closing_line = support::closing_line(line).is_some();
             assert!(
-                !in_short_summary || line.chars().count() <= WIDTH,
+                !in_short_summary || bare_closing_line || line.chars().count() <= WIDTH,
                 "a short summary line wider than the terminal: {line:?}\n{}",
                 ran.describe()
             );
@@ -174,6 +177,7 @@ fn normalize(text: &str, project: &Path) -> String {
         }
         outside = false;
         let line = closing_separator_without_time(line)
+            .or_else(|| bare_closing_line_without_time(line))
             .or_else(|| cut_after_pid(line))
             .unwrap_or_else(|| line.to_string());
         lines.push(line);
@@ -198,6 +202,13 @@ fn closing_separator_without_time(line: &str) -> Option<String> {
         &format!("{counts} in [TIME]"),
         WIDTH,
     ))
+}
+
+/// The closing line of `-q` (`2 passed in 0.41s`, no separator) with
+/// its duration replaced.
+fn bare_closing_line_without_time(line: &str) -> Option<String> {
+    let (counts, _) = support::closing_line(line)?;
+    (line.trim() == line && !line.starts_with('=')).then(|| format!("{counts} in [TIME]"))
 }
 
 /// A short summary line cut to the terminal's width (`... (pid 4242) was
@@ -231,6 +242,9 @@ fn snapshot(name: &str, args: &[&str], screen: &Screen) {
         (r"\bpytest \d+\.\d+\.\d+\S*", "pytest [VERSION]"),
         // A run id: seconds since the epoch and runner's pid.
         (r"\b\d{10}-\d+\b", "[RUN_ID]"),
+        // pytest's header: the machine and the plugins installed there.
+        (r"(?m)^platform .*$", "platform [PLATFORM]"),
+        (r"(?m)^plugins: .*$", "plugins: [PLUGINS]"),
     ] {
         settings.add_filter(pattern, replacement);
     }
@@ -288,23 +302,68 @@ fn everything_deselected() {
     );
 }
 
-/// The sections of pytest's report are pytest's own, line for line: runner
-/// prints what plain pytest prints from its first section (ERRORS) to the
-/// closing line.
+/// pytest's report, whole, is pytest's own: on one worker (so that tests
+/// finish in pytest's order) runner prints what plain pytest prints, from
+/// the header to the closing line, for the report suite and the fidelity
+/// suite, with the options that change the report. The filters: the
+/// project's path and the closing line's duration.
 #[test]
-fn report_sections_are_pytests() {
-    let project = support::copy_fixture("report");
-    let mut runner = Command::new(support::runner_bin());
-    runner.args(["-n", "1"]);
-    let mut pytest = Command::new(support::require_python());
-    pytest.args(["-m", "pytest", "-p", "no:cacheprovider"]);
-    let [from_runner, from_pytest] = [runner, pytest].map(|mut cmd| {
-        terminal_environment(&mut cmd, project.dir.parent().unwrap());
-        let ran = support::run(cmd, &project.dir);
-        ran.assert_code(1);
-        report_sections(&normalize(&ran.stdout, &project.dir))
-    });
-    assert_same_lines(&from_runner, &from_pytest);
+fn the_report_is_pytests_line_for_line() {
+    let cases: &[(&str, &[&str], i32)] = &[
+        ("report", &[], 1),
+        ("report", &["-v"], 1),
+        ("report", &["-rA"], 1),
+        ("report", &["-q", "--tb=short"], 1),
+        ("report", &["--tb=line", "-rfE"], 1),
+        ("report", &["--no-header", "-rN", "--tb=no"], 1),
+        ("fidelity", &[], 1),
+        ("fidelity", &["-v", "-rxXs"], 1),
+    ];
+    for (fixture, args, code) in cases {
+        let [from_runner, from_pytest] = [true, false].map(|by_runner| {
+            // Each its own copy: pytest's cache (`-v` shows its directory)
+            // starts the same for both.
+            let project = support::copy_fixture(fixture);
+            let mut cmd = if by_runner {
+                let mut cmd = Command::new(support::runner_bin());
+                cmd.args(["-n", "1", "--"]);
+                cmd
+            } else {
+                let mut cmd = Command::new(support::require_python());
+                cmd.args(["-m", "pytest"]);
+                cmd
+            };
+            cmd.args(*args);
+            terminal_environment(&mut cmd, project.dir.parent().unwrap());
+            let ran = support::run(cmd, &project.dir);
+            ran.assert_code(*code);
+            without_addresses(&normalize(&ran.stdout, &project.dir))
+        });
+        println!("{fixture} {args:?}");
+        assert_same_lines(&from_runner, &from_pytest);
+    }
+}
+
+/// Object addresses (`<Counter object at 0x7f8179ea0d10>`) as
+/// `0x[ADDRESS]`: they differ from process to process.
+fn without_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("0x") {
+        let digits = rest[at + 2..]
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .count();
+        out.push_str(&rest[..at]);
+        if digits >= 8 {
+            out.push_str("0x[ADDRESS]");
+        } else {
+            out.push_str(&rest[at..at + 2 + digits]);
+        }
+        rest = &rest[at + 2 + digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Fails at the first line where runner's text differs from pytest's.
@@ -321,20 +380,6 @@ fn assert_same_lines(from_runner: &str, from_pytest: &str) {
             theirs.get(i),
         );
     }
-}
-
-/// A report from its first section (`==== ERRORS ====`, `==== FAILURES
-/// ====`...) to its end: what comes before differs on purpose (pytest's
-/// header and progress line, runner's live lines on stderr).
-fn report_sections(stdout: &str) -> String {
-    let first = stdout
-        .lines()
-        .position(|line| {
-            separator_parts(line)
-                .is_some_and(|(fill, title)| fill == '=' && title != "test session starts")
-        })
-        .unwrap_or_else(|| panic!("no section in\n{stdout}"));
-    stdout.lines().skip(first).collect::<Vec<_>>().join("\n")
 }
 
 // --- hangs and crashes ----------------------------------------------------------

@@ -158,7 +158,11 @@ fn event() -> impl Strategy<Value = RunEvent> {
                 message,
             }
         }),
-        (text(), text()).prop_map(|(nodeid, message)| RunEvent::Warning { nodeid, message }),
+        (text(), text()).prop_map(|(nodeid, message)| RunEvent::Warning {
+            nodeid,
+            message,
+            replay: None,
+        }),
         (text(), text()).prop_map(|(id, reason)| RunEvent::Deselected { id, reason }),
         stop_reason().prop_map(|reason| RunEvent::RunStopping { reason }),
         (text(), text()).prop_map(|(from, error)| RunEvent::Untrusted {

@@ -14,6 +14,7 @@ import platform
 import pytest
 
 from . import xdist_compat
+from .controller import LOST_WORDS, serialize_warning
 from .framing import Channel
 from .zygote import Zygote
 
@@ -29,6 +30,17 @@ class RunnerPlugin:
         self.is_worker = False
         self._reports = None
         self._warnings = None
+        # What runner has to say about the run itself (tests that did not
+        # run, leaky tests), written in pytest's summary by the zygote.
+        self.notes = []
+        # Why runner stopped the run, when pytest did not stop it itself.
+        self.stop = None
+        self.untrusted = False
+        # What pytest can't see through the pipe its output goes through:
+        # whether the user reads it on a terminal, and its width. Taken out
+        # of the environment the tests see.
+        self.terminal_color = os.environ.pop("RUNNER_COLOR", None) == "1"
+        self.terminal_columns = os.environ.pop("RUNNER_COLUMNS", None)
 
     # --- collection (zygote) -------------------------------------------------
 
@@ -42,6 +54,20 @@ class RunnerPlugin:
         # xdist brings its own worker_id fixture; without it, provide ours.
         if not config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(xdist_compat, "runner-xdist-compat")
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session):
+        terminal = session.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is None:
+            return
+        if self.terminal_columns and self.terminal_columns.isdigit():
+            terminal._tw.fullwidth = int(self.terminal_columns)
+        # As pytest's --color=auto decides for a terminal; the variables
+        # pytest reads itself keep their say.
+        chosen = any(name in os.environ for name in ("PY_COLORS", "NO_COLOR", "FORCE_COLOR"))
+        if self.terminal_color and not chosen and session.config.option.color == "auto":
+            terminal._tw.hasmarkup = True
+            terminal._tw.code_highlight = session.config.option.code_highlight == "yes"
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -57,6 +83,8 @@ class RunnerPlugin:
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         record = {"nodeid": nodeid, "message": _format_warning(warning_message)}
         if self._warnings is not None:
+            record["when"] = when
+            record["pytest"] = serialize_warning(warning_message)
             self._warnings.append(record)
         elif not self.is_worker:
             self.collect_warnings.append(record)
@@ -95,6 +123,38 @@ class RunnerPlugin:
             raise session.Interrupted(interrupted)
         return Zygote(self, session, channel).serve()
 
+    # --- the report (zygote) -------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_report_teststatus(self, report, config):
+        lost = getattr(report, "runner_lost", None)
+        if lost in LOST_WORDS:
+            letter, word = LOST_WORDS[lost]
+            return "failed", letter, (word, {"red": True})
+        return None
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if self.is_worker:
+            return
+        session = terminalreporter._session
+        if self.stop is not None and not session.shouldfail:
+            session.shouldstop = self.stop
+        if self.untrusted:
+            _closing_line_in_red(terminalreporter)
+        if self.notes:
+            terminalreporter.write_sep("=", "runner", yellow=True)
+            for note in self.notes:
+                terminalreporter.write_line(note)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_keyboard_interrupt(self, excinfo):
+        """A KeyboardInterrupt the zygote raised for one in a worker: pytest
+        shows where the worker's test was interrupted, not the zygote."""
+        where = getattr(excinfo.value, "runner_detail", None)
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if where is not None and terminal is not None:
+            terminal._keyboardinterrupt_memo = _Interrupted(str(excinfo.value) or "KeyboardInterrupt", where)
+
     # --- running (worker) ----------------------------------------------------
 
     def start_test(self):
@@ -109,7 +169,18 @@ class RunnerPlugin:
 
     def pytest_runtest_logreport(self, report):
         if self._reports is not None:
-            self._reports.append(_serialize_report(self.config, report))
+            data = _serialize_report(self.config, report)
+            if _capture_is_on(self.config):
+                # Logged from inside a test (a unittest subTest's report):
+                # what pytest's terminal wrote then went to the capture.
+                data["pytest"]["runner_captured"] = True
+            self._reports.append(data)
+
+
+def _capture_is_on(config):
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    state = getattr(getattr(capture, "_global_capturing", None), "_state", None)
+    return state == "started"
 
 
 def _describe(item):
@@ -196,6 +267,8 @@ def _serialize_report(config, report):
         "category": category,
         "duration": report.duration,
     }
+    # All of it, for the zygote's pytest to replay.
+    data["pytest"] = config.hook.pytest_report_to_serializable(config=config, report=report)
     if report.longrepr is not None:
         data["longrepr"] = _longrepr_as_printed(report)
     if report.sections:
@@ -215,3 +288,36 @@ def _serialize_report(config, report):
         path, lineno, reason = report.longrepr
         data["skip"] = {"path": str(path), "line": lineno, "reason": str(reason)}
     return data
+
+
+class _Interrupted:
+    """What pytest's terminal reporter shows of a KeyboardInterrupt: its
+    title and where it was raised (the lines under it)."""
+
+    def __init__(self, message, where):
+        self.reprcrash = _Where(message, where)
+
+    def toterminal(self, writer):
+        self.reprcrash.toterminal(writer)
+
+
+class _Where:
+    def __init__(self, message, lines):
+        self.message = message
+        self.lines = lines
+
+    def toterminal(self, writer):
+        for line in self.lines:
+            writer.line(line)
+
+
+def _closing_line_in_red(terminalreporter):
+    """Whatever passed, the closing line of a run that can't be trusted is
+    never green."""
+    build = terminalreporter.build_summary_stats_line
+
+    def in_red():
+        parts, _ = build()
+        return [(text, {"red": True, "bold": True}) for text, _ in parts], "red"
+
+    terminalreporter.build_summary_stats_line = in_red

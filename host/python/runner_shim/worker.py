@@ -8,6 +8,7 @@ import io
 import os
 import random
 import signal
+import sys
 import traceback
 from collections import deque
 
@@ -51,20 +52,42 @@ class Worker:
         try:
             self._loop(channel)
         except (KeyboardInterrupt, pytest.exit.Exception) as stop:
-            # pytest stops the session here: tell the host, then let pytest
-            # finish it (its sessionfinish tears down what is set up).
+            # pytest stops the session here: tell the host, then tear down
+            # what is set up, as pytest's end of session would.
             self._stop_session(channel, stop)
-            raise
+            self._teardown()
         finally:
-            # Close what this worker opened: left to the garbage collector,
-            # each would be a ResourceWarning at pytest's unconfigure.
             faulthandler.unregister(signal.SIGUSR1)
             faulthandler.disable()
             try:
                 channel.close()
             finally:
                 self.evidence.close()
-        return True
+        self._finish_session()
+        # The rest of the session's end belongs to the zygote, which
+        # replays every report: a worker's would run main-process plugins
+        # a second time (a JUnit file, a coverage report, a terminal summary
+        # written once per worker). Its atexit handlers are the zygote's.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    def _finish_session(self):
+        """As under xdist, a conftest's ``pytest_sessionfinish`` runs in each
+        worker too (per-worker clean-up lives there); plugins' run once, in
+        the zygote."""
+        manager = self.config.pluginmanager
+        others = [plugin for plugin in manager.get_plugins() if not _is_conftest(plugin)]
+        finish = manager.subset_hook_caller("pytest_sessionfinish", remove_plugins=others)
+        status = 1 if self.session.testsfailed else 0
+        try:
+            finish(session=self.session, exitstatus=status)
+        except Exception:  # pytest would show it as an internal error
+            traceback.print_exc()
+
+    def _teardown(self):
+        with contextlib.suppress(Exception):
+            self.session._setupstate.teardown_exact(None)
 
     def _loop(self, channel):
         self.pending = deque()
@@ -118,6 +141,13 @@ class Worker:
         os.setpgid(0, 0)
         record_forks(os.path.join(os.path.dirname(self.plugin.socket_path), "forks"))
         as_xdist_worker(self.config, self.worker_id, self.worker_count)
+        # The zygote writes the report; a worker's terminal reporter writes
+        # nowhere (it stays, for code that looks it up).
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            from _pytest._io import TerminalWriter
+
+            terminal._tw = TerminalWriter(file=open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the worker)
         # Siblings must not share the zygote's random state.
         random.seed()
         # The global capture's temp file is shared with the zygote and the
@@ -181,6 +211,10 @@ class Worker:
         faulthandler.disable()
         self.channel.abandon()
         self.evidence.abandon()
+
+
+def _is_conftest(plugin):
+    return os.path.basename(getattr(plugin, "__file__", None) or "") == "conftest.py"
 
 
 def _describe_stop(config, stop):

@@ -7,6 +7,7 @@ import os
 import selectors
 import signal
 
+from .controller import Controller
 from .processes import die_with_parent
 from .worker import Worker
 
@@ -19,6 +20,7 @@ class Zygote:
         self.session = session
         self.channel = channel
         self.children = {}  # pid -> worker id
+        self.controller = Controller(plugin, session)
 
     def serve(self):
         # Collected objects never change again: freeze them so that forked
@@ -55,7 +57,19 @@ class Zygote:
             message = self.channel.recv()
             if message is None or message["t"] == "shutdown":
                 break
-            if message["t"] == "last_failed":
+            kind = message["t"]
+            if kind == "test":
+                self.controller.test_finished(message)
+            elif kind == "deselected":
+                self.controller.deselected(message)
+            elif kind == "warning":
+                self.controller.warning(message)
+            elif kind == "run_start":
+                self.controller.start_run(message)
+            elif kind == "run_end":
+                self.controller.end_run(message)
+                self.channel.send({"t": "reported"})
+            elif kind == "last_failed":
                 self._record_last_failed(message)
             if message["t"] == "fork":
                 pid = os.fork()
@@ -72,6 +86,11 @@ class Zygote:
         close_wakeup()
         self._wait_all()
         self.channel.close()
+        if message is not None:
+            if message.get("silent"):
+                self.controller.silence()
+            self.controller.take_end(message)
+            self.controller.raise_stop(message)
         return True
 
     def _record_last_failed(self, message):

@@ -9,6 +9,7 @@
 mod json;
 mod last_failed;
 mod log;
+mod pytest;
 mod reporters;
 mod terminal;
 
@@ -16,10 +17,12 @@ pub use last_failed::LastFailed;
 pub use log::RunLogFile;
 pub use terminal::TerminalSink;
 
+use crate::connections::ZygoteLink;
 use crate::events::{RunEvent, Stamped};
 use crate::policy::Policies;
 use crate::state::History;
 use json::JsonStream;
+use pytest::PytestSink;
 use reporters::ReporterSink;
 
 /// Where the events of one run go.
@@ -27,6 +30,7 @@ pub struct Sinks {
     log: RunLogFile,
     json: Option<JsonStream>,
     pub terminal: TerminalSink,
+    pub pytest: PytestSink,
     history: History,
     reporters: ReporterSink,
     last_failed: LastFailed,
@@ -49,12 +53,14 @@ impl Sinks {
         terminal: TerminalSink,
         history: History,
         policies: Policies,
+        zygote: Option<ZygoteLink>,
     ) -> Sinks {
         policies.set_log_sink(terminal.log_sink());
         Sinks {
             log,
             json: json.then(JsonStream::default),
             terminal,
+            pytest: PytestSink::new(zygote),
             history,
             reporters: ReporterSink::new(policies),
             last_failed: LastFailed::default(),
@@ -84,6 +90,7 @@ impl Sinks {
         self.history.record_event(event);
         self.last_failed.record(event);
         self.raised.extend(self.reporters.report(event));
+        self.pytest.show(event);
         self.terminal.show(event);
     }
 

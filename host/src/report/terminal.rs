@@ -1,12 +1,13 @@
-//! The terminal as a sink: live lines while the run goes on (a progress
-//! bar on a terminal, failures as they happen, notices), and pytest's own
-//! report at the end. Everything the user reads about the run is worded
-//! here, from the typed events; the run itself writes no prose.
+//! The terminal as a sink: runner's own lines on stderr while the run goes
+//! on (its header, slow tests, notices), and the notes pytest's report
+//! ends with. pytest's report itself is the zygote's (report/pytest.rs):
+//! only when the zygote could not write it does this sink write it from
+//! the events. Everything runner says about the run is worded here; the
+//! run itself writes no prose.
 
 use std::time::Duration;
 
 use crate::events::{RunEvent, StopReason, UntrustedCause};
-use crate::model::TestResult;
 use crate::outcome::describe_loss;
 use crate::summary::Stats;
 use crate::ui::{Problem, Summary, Terminal, Verbosity};
@@ -30,6 +31,9 @@ pub struct TerminalSink {
     deselected: Vec<(String, usize)>,
     not_run: usize,
     leaks: usize,
+    /// pytest's report is written by the zygote; when it could not be,
+    /// this sink writes one at the end.
+    pytest_reports: bool,
 }
 
 impl TerminalSink {
@@ -46,7 +50,25 @@ impl TerminalSink {
             deselected: Vec::new(),
             not_run: 0,
             leaks: 0,
+            pytest_reports: true,
         }
+    }
+
+    /// The zygote could not write pytest's report of this run (it died,
+    /// or stopped answering): this sink writes it, from the events.
+    pub fn report_instead_of_pytest(&mut self) {
+        self.pytest_reports = false;
+    }
+
+    /// runner's notes for the end of pytest's report: what the user must
+    /// know about the run itself (tests that did not run, leaky tests, a
+    /// policy that failed).
+    pub fn report_notes(&self) -> Vec<String> {
+        let mut notes = self.notes.clone();
+        if self.not_run > 0 {
+            notes.push(not_run_note(self.not_run));
+        }
+        notes
     }
 
     /// The final report goes to stderr: stdout carries `--format json`.
@@ -78,7 +100,6 @@ impl TerminalSink {
                 tests,
                 workers,
                 deselected,
-                plan,
                 ..
             } => {
                 self.terminal.header(&format!(
@@ -86,10 +107,6 @@ impl TerminalSink {
                     if *workers == 1 { "" } else { "s" },
                 ));
                 self.stats.add("deselected", *deselected);
-                let planned: usize = plan.iter().map(Vec::len).sum();
-                if planned > 0 {
-                    self.terminal.start(planned as u64);
-                }
             }
             RunEvent::CollectionError {
                 id,
@@ -103,11 +120,15 @@ impl TerminalSink {
                     message: message.clone(),
                 });
             }
-            RunEvent::Warning { nodeid, message } => {
+            RunEvent::Warning {
+                nodeid, message, ..
+            } => {
                 self.stats.add("warnings", 1);
                 self.warnings.push(WarningRecord {
                     nodeid: nodeid.clone(),
                     message: message.clone(),
+                    pytest: None,
+                    when: None,
                 });
             }
             RunEvent::Deselected { id, reason } => {
@@ -131,24 +152,13 @@ impl TerminalSink {
                 .notice(&format!("SLOW [> {after_secs:.1}s] {worker} {id}")),
             RunEvent::TestFinished {
                 id,
-                worker,
                 outcome,
-                duration_secs,
                 reports,
                 ..
             } => {
                 for report in reports {
                     self.stats.add(&report.category, 1);
                 }
-                self.terminal.test_finished(&TestResult {
-                    id: id.clone(),
-                    outcome: *outcome,
-                    duration_secs: *duration_secs,
-                    worker: worker.clone(),
-                    longrepr: String::new(),
-                    sections: Vec::new(),
-                    phases: Vec::new(),
-                });
                 if outcome.is_failure() {
                     self.problems.push(Problem {
                         id: id.clone(),
@@ -181,9 +191,11 @@ impl TerminalSink {
                 exit_code,
                 duration_secs,
             } => {
+                if self.pytest_reports {
+                    return;
+                }
                 if self.not_run > 0 {
-                    self.notes
-                        .push(format!("{} planned tests did not run", self.not_run));
+                    self.notes.push(not_run_note(self.not_run));
                 }
                 let summary = Summary {
                     collect_errors: &self.collect_errors,
@@ -262,6 +274,13 @@ impl TerminalSink {
                 listed.join(", ")
             ));
         }
+    }
+}
+
+fn not_run_note(count: usize) -> String {
+    match count {
+        1 => "1 planned test did not run".to_owned(),
+        n => format!("{n} planned tests did not run"),
     }
 }
 

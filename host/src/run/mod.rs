@@ -72,6 +72,8 @@ pub struct RunEnd {
     pub untrusted: bool,
     /// The zygote still answers and may fork for another run.
     pub zygote_usable: bool,
+    /// The zygote still answers (it can write pytest's report).
+    pub zygote_answers: bool,
 }
 
 /// What woke the run loop.
@@ -233,6 +235,7 @@ impl<'a> Run<'a> {
         }
         Ok(RunEnd {
             zygote_usable: self.zygote_answers() && !self.cancelled,
+            zygote_answers: self.zygote_answers(),
             stop: self.stop,
             failures: self.failures,
             untrusted: self.untrusted,
@@ -361,9 +364,13 @@ impl<'a> Run<'a> {
                 warnings,
             } => {
                 for warning in warnings {
+                    let replay = warning
+                        .pytest
+                        .map(|raw| (warning.when.unwrap_or_else(|| "runtest".into()), raw));
                     self.emit(RunEvent::Warning {
                         nodeid: warning.nodeid,
                         message: warning.message,
+                        replay,
                     });
                 }
                 let Some(name) = self.worker_name(conn) else {
@@ -422,7 +429,7 @@ impl<'a> Run<'a> {
                     self.try_finalize(&worker).await?;
                 }
             }
-            Inbound::Hello { .. } | Inbound::Collected(_) => {
+            Inbound::Hello { .. } | Inbound::Collected(_) | Inbound::Reported => {
                 let from = self
                     .worker_name(conn)
                     .map_or("the Python side".into(), |w| format!("worker {w}"));
@@ -478,6 +485,8 @@ impl<'a> Run<'a> {
             worker.released = true;
             Outbound::Shutdown {
                 drop_pending: stopping,
+                end: None,
+                silent: false,
             }
         } else {
             worker.assigned.extend(ids.iter().cloned());
@@ -630,8 +639,15 @@ impl<'a> Run<'a> {
             })
             .collect();
         for conn in conns {
-            self.send(conn, &Outbound::Shutdown { drop_pending: true })
-                .await;
+            self.send(
+                conn,
+                &Outbound::Shutdown {
+                    drop_pending: true,
+                    end: None,
+                    silent: false,
+                },
+            )
+            .await;
         }
     }
 
