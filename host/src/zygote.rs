@@ -10,6 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use crate::debugger::{TERMINAL_ENV, TerminalFds};
+
 /// `(file name, source)` of each named module of the shim.
 macro_rules! shim_modules {
     ($($name:literal),* $(,)?) => {
@@ -22,6 +24,7 @@ macro_rules! shim_modules {
 const SHIM_MODULES: &[(&str, &str)] = shim_modules![
     "__init__.py",
     "framing.py",
+    "output.py",
     "plugin.py",
     "processes.py",
     "worker.py",
@@ -80,6 +83,8 @@ pub struct ZygoteSpec<'a> {
     pub socket: &'a Path,
     pub run_id: &'a str,
     pub pytest_args: &'a [String],
+    /// runner's terminal, for a worker a debugger runs in (see debugger.rs).
+    pub terminal: Option<&'a TerminalFds>,
 }
 
 impl Zygote {
@@ -88,6 +93,9 @@ impl Zygote {
         let shim = write_shim(spec.run_dir)?;
         let mut command = Command::new(spec.python);
         die_with_runner(&mut command)?;
+        if let Some(terminal) = spec.terminal {
+            pass_terminal(&mut command, terminal);
+        }
         let mut child = command
             .arg("-c")
             .arg(BOOTSTRAP)
@@ -191,6 +199,29 @@ fn die_with_runner(command: &mut Command) -> std::io::Result<()> {
         });
     }
     Ok(())
+}
+
+/// Gives the zygote runner's terminal, kept open across its exec.
+fn pass_terminal(command: &mut Command, terminal: &TerminalFds) {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use std::os::fd::BorrowedFd;
+    command.env(TERMINAL_ENV, terminal.env_value());
+    let fds = terminal.raw();
+    // SAFETY: the closure runs in the forked child before exec, where the
+    // descriptors are open (the parent holds them until the spawn is done);
+    // it only makes system calls, so it is async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            for fd in fds {
+                fcntl(
+                    BorrowedFd::borrow_raw(fd),
+                    FcntlArg::F_SETFD(FdFlag::empty()),
+                )?;
+            }
+            Ok(())
+        });
+    }
 }
 
 fn keep_output(

@@ -13,7 +13,7 @@ import platform
 
 import pytest
 
-from . import xdist_compat
+from . import output, xdist_compat
 from .framing import Channel
 from .zygote import Zygote
 
@@ -88,6 +88,7 @@ class RunnerPlugin:
                 "interrupted": interrupted,
                 "maxfail": config.option.maxfail or 0,
                 "timeout": _float_or_none(config.getini("runner_timeout")),
+                **output.describe(config),
             }
         )
         if interrupted:

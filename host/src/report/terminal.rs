@@ -79,6 +79,7 @@ impl TerminalSink {
                 workers,
                 deselected,
                 plan,
+                debugger,
                 ..
             } => {
                 self.terminal.header(&format!(
@@ -87,8 +88,13 @@ impl TerminalSink {
                 ));
                 self.stats.add("deselected", *deselected);
                 let planned: usize = plan.iter().map(Vec::len).sum();
-                if planned > 0 {
-                    self.terminal.start(planned as u64);
+                match debugger {
+                    // No progress bar: it would draw over the debugger's prompt.
+                    Some(option) => self.terminal.say(&format!(
+                        "runner: {option}: running on one worker attached to this terminal; timeouts are off"
+                    )),
+                    None if planned > 0 => self.terminal.start(planned as u64),
+                    None => {}
                 }
             }
             RunEvent::CollectionError {
@@ -122,6 +128,9 @@ impl TerminalSink {
                 }
             }
             RunEvent::TestStarted { .. } => {}
+            RunEvent::Output {
+                worker, test, line, ..
+            } => self.terminal.output_line(worker, test.as_deref(), line),
             RunEvent::TestSlow {
                 id,
                 worker,
