@@ -363,3 +363,29 @@ fn breakpoint_without_a_terminal_fails_its_test_saying_how_to_debug_it() {
         );
     }
 }
+
+/// `-s` in pytest's own configuration counts as on the command line: what
+/// pytest parsed decides, not runner's arguments.
+#[test]
+fn s_in_addopts_shows_output_live() {
+    require_python();
+    let project = copy_fixture("live_output");
+    std::fs::write(project.dir.join("pytest.ini"), "[pytest]\naddopts = -s\n").unwrap();
+    let tag = tag();
+    let (ran, _) = runner_tagged(&project.dir, &tag, &["-n", "2", "--", "test_captured.py"]);
+    ran.assert_code(1);
+    assert_no_leftovers(&tag);
+    assert!(
+        ran.stderr.lines().any(|l| l.starts_with("[gw")
+            && l.ends_with(
+                "] test_captured.py::test_fails_with_output | printed by a failing test"
+            )),
+        "{}",
+        ran.describe()
+    );
+    assert!(
+        !ran.stdout.contains("Captured stdout call"),
+        "{}",
+        ran.describe()
+    );
+}
