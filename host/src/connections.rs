@@ -13,14 +13,18 @@ use crate::wire::{self, Inbound, Outbound, Role, WireError};
 
 pub type ConnId = u64;
 
-/// Evidence kept per worker; faulthandler dumps are a few KiB.
-const EVIDENCE_CHUNK: usize = 16 * 1024;
+/// Bytes read at once from a raw connection: faulthandler dumps are a few
+/// KiB; a test's output can be anything.
+const RAW_CHUNK: usize = 64 * 1024;
 
 pub enum ConnEvent {
     Opened(ConnId, OwnedWriteHalf),
     Message(ConnId, Inbound),
     /// Raw bytes on a worker's evidence connection (faulthandler output).
     Evidence(ConnId, Vec<u8>),
+    /// Raw bytes on an output connection (what a worker or a test wrote
+    /// to its stdout or stderr).
+    Output(ConnId, Vec<u8>),
     Closed(ConnId),
     Broken(ConnId, WireError),
 }
@@ -127,41 +131,42 @@ async fn read_connection(
     events: mpsc::UnboundedSender<ConnEvent>,
 ) {
     let mut reader = tokio::io::BufReader::new(reader);
-    loop {
+    let raw = loop {
         let event = match wire::read_frame(&mut reader).await {
             Ok(Some(message)) => {
-                let evidence = matches!(
-                    message,
+                let raw = match message {
                     Inbound::Hello {
                         role: Role::Evidence,
                         ..
-                    }
-                );
+                    } => Some(ConnEvent::Evidence as fn(ConnId, Vec<u8>) -> ConnEvent),
+                    Inbound::Hello {
+                        role: Role::Output, ..
+                    } => Some(ConnEvent::Output as fn(ConnId, Vec<u8>) -> ConnEvent),
+                    _ => None,
+                };
                 if events.send(ConnEvent::Message(conn, message)).is_err() {
                     return;
                 }
-                if evidence {
-                    break;
+                match raw {
+                    Some(raw) => break raw,
+                    None => continue,
                 }
-                continue;
             }
             Ok(None) => ConnEvent::Closed(conn),
             Err(error) => ConnEvent::Broken(conn, error),
         };
         let _ = events.send(event);
         return;
-    }
+    };
     // After its hello, an evidence connection carries plain text that
-    // faulthandler writes from a signal handler: no frames.
-    let mut chunk = vec![0u8; EVIDENCE_CHUNK];
+    // faulthandler writes from a signal handler, and an output connection
+    // whatever is written to a stdout or stderr: no frames.
+    let mut chunk = vec![0u8; RAW_CHUNK];
     loop {
         match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if events
-                    .send(ConnEvent::Evidence(conn, chunk[..n].to_vec()))
-                    .is_err()
-                {
+                if events.send(raw(conn, chunk[..n].to_vec())).is_err() {
                     return;
                 }
             }

@@ -62,6 +62,11 @@ pub enum RunEvent {
         /// one worker.
         #[serde(default)]
         plan: Vec<Vec<String>>,
+        /// The pytest option that may stop a test in a debugger (`--pdb`,
+        /// `--trace`): the run's one worker is attached to runner's
+        /// terminal, and no timeout applies.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        debugger: Option<String>,
     },
     /// A file or module pytest could not collect.
     CollectionError {
@@ -93,6 +98,20 @@ pub enum RunEvent {
         worker: String,
         #[serde(deserialize_with = "secs")]
         after_secs: f64,
+    },
+    /// A line a worker wrote to its stdout or stderr, when pytest's capture
+    /// lets it through (`-s`): `test` wrote it (none: the worker, between
+    /// tests). Lines come whole, in the order written; one cut short
+    /// (`partial`: a prompt without its newline, shown after a moment or
+    /// as its test ended) goes on in the next.
+    Output {
+        worker: String,
+        #[serde(default)]
+        test: Option<String>,
+        /// Without its newline; bytes that are not UTF-8 are replaced.
+        line: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        partial: bool,
     },
     /// A test's final result. For a test whose worker hung or crashed, the
     /// one report is runner's, with the evidence in its `longrepr`.

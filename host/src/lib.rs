@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connections;
+pub mod debugger;
 pub mod descendants;
 pub mod events;
 pub mod exit_code;

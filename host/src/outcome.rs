@@ -74,7 +74,8 @@ pub fn synthetic_report(
 
 /// The report for a test whose worker was lost while running it: hung
 /// (stopped by runner past its limit) or crashed, with the evidence
-/// (faulthandler's traceback of every thread) when there is some.
+/// (faulthandler's traceback of every thread) when there is some, and the
+/// end of what the test printed, when pytest's capture let it through.
 pub fn lost_test_report(
     id: &str,
     worker: &str,
@@ -82,6 +83,7 @@ pub fn lost_test_report(
     cause: &LostCause,
     elapsed_secs: f64,
     evidence: &str,
+    output: &str,
 ) -> PhaseReport {
     let pid = pid.map_or(String::new(), |p| format!(" (pid {p})"));
     let (category, message, mut text) = match cause {
@@ -111,7 +113,15 @@ pub fn lost_test_report(
         text.push_str("\nTraceback of every thread (faulthandler):\n");
         text.push_str(evidence);
     }
-    synthetic_report(id, category, &message, &text, elapsed_secs)
+    let mut report = synthetic_report(id, category, &message, &text, elapsed_secs);
+    if !output.is_empty() {
+        let title = match category {
+            "hung" => "Output before it was stopped",
+            _ => "Output before it crashed",
+        };
+        report.sections.push((title.to_owned(), output.to_owned()));
+    }
+    report
 }
 
 /// How a worker went, as in "worker gw0 was killed by signal 9 (SIGKILL)".

@@ -17,6 +17,7 @@ use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 
 use crate::connections::{ConnEvent, Peers, accept_connections};
+use crate::debugger::{Foreground, TerminalFds};
 use crate::descendants::Descendants;
 use crate::events::{RunEvent, SCHEMA_VERSION, StopReason};
 use crate::exit_code;
@@ -29,7 +30,7 @@ use crate::run::{Limits, Run, RunCommand, RunContext, RunPlan};
 use crate::signals::StopSignals;
 use crate::state::History;
 use crate::ui::Verbosity;
-use crate::wire::{Collected, Inbound, Outbound, RunEnd};
+use crate::wire::{Collected, Inbound, Outbound, OutputMode, RunEnd};
 use crate::zygote::{NO_PYTEST_EXIT, Output, Zygote, ZygoteSpec};
 
 /// Everything a session needs, resolved from the command line and the
@@ -125,6 +126,9 @@ impl Session {
                 )
             })
             .ok();
+        // Only a worker under a debugger uses it; pytest's options say
+        // whether there is one once it has parsed them.
+        let terminal = TerminalFds::of_runner(settings.json);
         let mut zygote = Zygote::spawn(&ZygoteSpec {
             python: &settings.python,
             run_dir: run_dir.path(),
@@ -136,6 +140,7 @@ impl Session {
             } else {
                 Output::Stdout
             },
+            terminal: terminal.as_ref(),
         })
         .with_context(|| format!("failed to start Python ({})", settings.python.display()))?;
         let mut descendants = Descendants::new(
@@ -259,11 +264,14 @@ impl Session {
                     .collect()
             }
         };
-        let workers = self
-            .settings
-            .workers
-            .unwrap_or_else(default_workers)
-            .min(tests.len().max(1) as u32);
+        // Under a debugger (--pdb, --trace) the run has one worker, attached
+        // to runner's terminal (see debugger.rs).
+        let debugger = collected.debugger;
+        let workers = match debugger {
+            Some(_) => 1,
+            None => self.settings.workers.unwrap_or_else(default_workers),
+        }
+        .min(tests.len().max(1) as u32);
         let mut terminal = TerminalSink::new(self.settings.verbosity);
         if self.settings.json {
             terminal.report_to_stderr();
@@ -323,6 +331,7 @@ impl Session {
             deselected: collected.deselected,
             collected_after_secs: self.collected_after,
             plan: batches.clone(),
+            debugger: debugger.map(|d| d.option().to_owned()),
         });
         // Said once per session: they belong to its collection.
         if self.runs == 1 {
@@ -359,16 +368,25 @@ impl Session {
         } else if planned == 0 {
             None
         } else {
-            let timeouts: HashMap<String, f64> = tests
+            let mut timeouts: HashMap<String, f64> = tests
                 .iter()
                 .filter_map(|t| Some((t.id.clone(), t.timeout?)))
                 .collect();
-            let limits = Limits {
+            let mut limits = Limits {
                 timeout: self.settings.limits.timeout.or(collected.timeout),
                 maxfail: collected.maxfail,
                 max_worker_restart: self.settings.max_worker_restart.unwrap_or(4 * workers),
                 ..self.settings.limits.clone()
             };
+            // A test may wait at the debugger's prompt as long as the person
+            // at it likes: no time limit of any kind.
+            let _foreground = debugger.is_some().then(|| {
+                timeouts.clear();
+                limits.timeout = None;
+                limits.global_timeout = None;
+                limits.slow = None;
+                Foreground::lend()
+            });
             let run = Run::new(
                 RunContext {
                     peers: &mut self.peers,
@@ -384,6 +402,7 @@ impl Session {
                     batches,
                     timeouts,
                     limits,
+                    live_output: collected.output == OutputMode::Live,
                 },
             );
             let end = run.run().await?;
@@ -589,7 +608,12 @@ async fn collect(
                     peers.set_zygote(conn);
                     return Ok(Ok(collected));
                 }
-                Some(ConnEvent::Message(..) | ConnEvent::Closed(_) | ConnEvent::Evidence(..)) => {}
+                Some(
+                    ConnEvent::Message(..)
+                    | ConnEvent::Closed(_)
+                    | ConnEvent::Evidence(..)
+                    | ConnEvent::Output(..),
+                ) => {}
                 Some(ConnEvent::Broken(_, error)) => anyhow::bail!("the zygote sent a bad message: {error}"),
                 None => anyhow::bail!("the connection listener stopped"),
             },

@@ -101,6 +101,23 @@ impl Terminal {
         }
     }
 
+    /// A line runner must say whatever the verbosity, on stderr.
+    pub fn say(&self, line: &str) {
+        self.bar.suspend(|| crate::errln!("{line}"));
+    }
+
+    /// A line a worker or a test printed (`-s`), on stderr as it comes, kept
+    /// clear of the progress bar: `[gw0] test_a.py::test_x | the line`.
+    pub fn output_line(&self, worker: &str, test: Option<&str>, line: &str) {
+        let prefix = match test {
+            Some(test) => format!("[{worker}] {test} |"),
+            None => format!("[{worker}] |"),
+        };
+        let prefix = Style::new().dim().apply_to(prefix);
+        let space = if line.is_empty() { "" } else { " " };
+        self.bar.suspend(|| crate::errln!("{prefix}{space}{line}"));
+    }
+
     pub fn header(&self, line: &str) {
         if self.verbosity >= Verbosity::Normal {
             self.bar

@@ -45,6 +45,10 @@ pub enum Inbound {
         pid: i32,
         #[serde(default)]
         worker: Option<String>,
+        /// On an output connection: the test whose output it carries (none
+        /// for the worker's own, between tests).
+        #[serde(default)]
+        test: Option<String>,
     },
     /// The zygote finished collection.
     Collected(Collected),
@@ -98,6 +102,9 @@ pub enum Role {
     Worker,
     /// A worker's second connection, where faulthandler writes tracebacks.
     Evidence,
+    /// A worker's stdout and stderr: its own between tests, and one per
+    /// test when pytest's capture lets the test's output through.
+    Output,
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -120,6 +127,45 @@ pub struct Collected {
     /// The `runner_timeout` ini option, seconds.
     #[serde(default, deserialize_with = "timeout_secs")]
     pub timeout: Option<f64>,
+    /// Whether pytest's capture lets tests' output through (`-s`).
+    #[serde(default)]
+    pub output: OutputMode,
+    /// The pytest option that may stop a test in a debugger: the run then
+    /// has one worker, attached to runner's terminal.
+    #[serde(default)]
+    pub debugger: Option<Debugger>,
+}
+
+/// The pytest options that may stop a test in pdb.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+pub enum Debugger {
+    /// A failing test stops in pdb.
+    #[serde(rename = "--pdb")]
+    Pdb,
+    /// Every test stops in pdb at its first line.
+    #[serde(rename = "--trace")]
+    Trace,
+}
+
+impl Debugger {
+    pub fn option(self) -> &'static str {
+        match self {
+            Debugger::Pdb => "--pdb",
+            Debugger::Trace => "--trace",
+        }
+    }
+}
+
+/// What reaches a worker's stdout and stderr, by pytest's `--capture`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// `fd` (the default): pytest keeps tests' output in their reports.
+    #[default]
+    Captured,
+    /// `-s`, `--capture=no`, `sys`, `tee-sys`: tests' output gets through
+    /// and is shown live, each line with its worker and test.
+    Live,
 }
 
 /// Why pytest's session stopped, as its terminal reporter shows it.
@@ -274,6 +320,8 @@ pub struct Lost<'a> {
     pub longrepr: &'a str,
     pub message: &'a str,
     pub duration: f64,
+    /// What the test printed before (with `-s`), as pytest's report sections.
+    pub sections: &'a [(String, String)],
 }
 
 /// A timeout from pytest's side (the `timeout` marker, the `runner_timeout`

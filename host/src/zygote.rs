@@ -10,6 +10,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use crate::debugger::{TERMINAL_ENV, TerminalFds};
+
 /// `(file name, source)` of each named module of the shim.
 macro_rules! shim_modules {
     ($($name:literal),* $(,)?) => {
@@ -23,6 +25,7 @@ const SHIM_MODULES: &[(&str, &str)] = shim_modules![
     "__init__.py",
     "controller.py",
     "framing.py",
+    "output.py",
     "plugin.py",
     "processes.py",
     "worker.py",
@@ -84,6 +87,8 @@ pub struct ZygoteSpec<'a> {
     /// Where what pytest prints goes, as it prints it: its header, its
     /// progress and its report are what the user reads.
     pub output: Output,
+    /// runner's terminal, for a worker a debugger runs in (see debugger.rs).
+    pub terminal: Option<&'a TerminalFds>,
 }
 
 /// runner's stream for the zygote's stdout (its stderr goes to stderr).
@@ -100,6 +105,9 @@ impl Zygote {
         let shim = write_shim(spec.run_dir)?;
         let mut command = Command::new(spec.python);
         die_with_runner(&mut command)?;
+        if let Some(terminal) = spec.terminal {
+            pass_terminal(&mut command, terminal);
+        }
         let mut child = command
             .arg("-c")
             .arg(BOOTSTRAP)
@@ -205,6 +213,29 @@ fn die_with_runner(command: &mut Command) -> std::io::Result<()> {
         });
     }
     Ok(())
+}
+
+/// Gives the zygote runner's terminal, kept open across its exec.
+fn pass_terminal(command: &mut Command, terminal: &TerminalFds) {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    use std::os::fd::BorrowedFd;
+    command.env(TERMINAL_ENV, terminal.env_value());
+    let fds = terminal.raw();
+    // SAFETY: the closure runs in the forked child before exec, where the
+    // descriptors are open (the parent holds them until the spawn is done);
+    // it only makes system calls, so it is async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            for fd in fds {
+                fcntl(
+                    BorrowedFd::borrow_raw(fd),
+                    FcntlArg::F_SETFD(FdFlag::empty()),
+                )?;
+            }
+            Ok(())
+        });
+    }
 }
 
 /// What pytest can't see through the pipe its output goes through: whether

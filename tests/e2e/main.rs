@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod cache;
+mod debugger;
 mod example_policy;
 mod exit_codes;
 mod faults;
@@ -16,6 +17,7 @@ mod guests;
 mod hostile;
 mod json_stream;
 mod live;
+mod live_output;
 mod pytest_semantics;
 mod reports;
 mod shim;

@@ -394,6 +394,28 @@ fn hung_and_crashed() {
     );
 }
 
+/// With -s: what the tests print is shown live, and a crashed test's
+/// output is in its section too.
+#[test]
+fn hung_and_crashed_live_output() {
+    case(
+        "hung_and_crashed_live_output",
+        "hung_crashed",
+        &["-n", "1", "--timeout", "1", "--", "-s"],
+        1,
+    );
+}
+
+#[test]
+fn breakpoint_without_a_terminal() {
+    case(
+        "breakpoint_without_a_terminal",
+        "live_output",
+        &["-n", "1", "--", "test_breakpoint.py"],
+        1,
+    );
+}
+
 #[test]
 fn hung_and_crashed_quiet() {
     case(

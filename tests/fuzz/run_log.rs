@@ -84,21 +84,25 @@ fn event() -> impl Strategy<Value = RunEvent> {
             text(),
             text(),
             prop::collection::vec(prop::collection::vec(text(), 0..3), 0..3),
+            prop::option::of(text()),
         ),
     )
         .prop_map(
-            |((tests, workers, deselected, secs), (run_id, rootdir, plan))| RunEvent::RunStarted {
-                schema: 1,
-                run_id,
-                runner: "0.1.0".into(),
-                rootdir,
-                python: "3.11.7".into(),
-                pytest: "9.2.0".into(),
-                tests,
-                workers,
-                deselected,
-                collected_after_secs: secs,
-                plan,
+            |((tests, workers, deselected, secs), (run_id, rootdir, plan, debugger))| {
+                RunEvent::RunStarted {
+                    schema: 1,
+                    run_id,
+                    runner: "0.1.0".into(),
+                    rootdir,
+                    python: "3.11.7".into(),
+                    pytest: "9.2.0".into(),
+                    tests,
+                    workers,
+                    deselected,
+                    collected_after_secs: secs,
+                    plan,
+                    debugger,
+                }
             },
         );
     let finished = (
@@ -148,6 +152,14 @@ fn event() -> impl Strategy<Value = RunEvent> {
                 cause
             }),
         text().prop_map(|id| RunEvent::NotRun { id }),
+        (text(), prop::option::of(text()), text(), any::<bool>()).prop_map(
+            |(worker, test, line, partial)| RunEvent::Output {
+                worker,
+                test,
+                line,
+                partial
+            }
+        ),
     ];
     let run = prop_oneof![
         started,

@@ -14,8 +14,8 @@ use proptest::prelude::*;
 use runner::config::MAX_SECS;
 use runner::model::TestCase;
 use runner::wire::{
-    CollectError, Collected, Inbound, MAX_FRAME, PhaseReport, Role, SessionStop, SkipLocation,
-    WarningRecord, WireError, read_frame,
+    CollectError, Collected, Debugger, Inbound, MAX_FRAME, OutputMode, PhaseReport, Role,
+    SessionStop, SkipLocation, WarningRecord, WireError, read_frame,
 };
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -170,7 +170,12 @@ fn phase_report() -> impl Strategy<Value = PhaseReport> {
 }
 
 fn role() -> impl Strategy<Value = Role> {
-    prop_oneof![Just(Role::Zygote), Just(Role::Worker), Just(Role::Evidence)]
+    prop_oneof![
+        Just(Role::Zygote),
+        Just(Role::Worker),
+        Just(Role::Evidence),
+        Just(Role::Output)
+    ]
 }
 
 fn collected() -> impl Strategy<Value = Collected> {
@@ -193,11 +198,13 @@ fn collected() -> impl Strategy<Value = Collected> {
             prop::option::of(text()),
             any::<u32>(),
             timeout(),
+            prop_oneof![Just(OutputMode::Captured), Just(OutputMode::Live)],
+            prop::option::of(prop_oneof![Just(Debugger::Pdb), Just(Debugger::Trace)]),
         ),
     )
         .prop_map(
             |((rootdir, python, pytest), tests, errors, warnings, rest)| {
-                let (deselected, interrupted, maxfail, timeout) = rest;
+                let (deselected, interrupted, maxfail, timeout, output, debugger) = rest;
                 Collected {
                     rootdir,
                     python,
@@ -209,6 +216,8 @@ fn collected() -> impl Strategy<Value = Collected> {
                     interrupted,
                     maxfail,
                     timeout,
+                    output,
+                    debugger,
                 }
             },
         )
@@ -218,8 +227,18 @@ fn collected() -> impl Strategy<Value = Collected> {
 /// that could never fire is none.
 fn message() -> impl Strategy<Value = Inbound> {
     prop_oneof![
-        (role(), any::<i32>(), prop::option::of(text()))
-            .prop_map(|(role, pid, worker)| Inbound::Hello { role, pid, worker }),
+        (
+            role(),
+            any::<i32>(),
+            prop::option::of(text()),
+            prop::option::of(text())
+        )
+            .prop_map(|(role, pid, worker, test)| Inbound::Hello {
+                role,
+                pid,
+                worker,
+                test
+            }),
         collected().prop_map(Inbound::Collected),
         (text(), any::<i32>()).prop_map(|(worker, pid)| Inbound::Forked { worker, pid }),
         (
@@ -262,9 +281,19 @@ fn message() -> impl Strategy<Value = Inbound> {
 /// host does not know added (`extra`).
 fn to_wire(message: &Inbound, omit: bool, extra: &[(String, Value)]) -> Vec<u8> {
     let (tag, mut fields) = match message {
-        Inbound::Hello { role, pid, worker } => (
+        Inbound::Hello {
+            role,
+            pid,
+            worker,
+            test,
+        } => (
             "hello",
-            json!({"role": format!("{role:?}").to_lowercase(), "pid": pid, "worker": worker}),
+            json!({
+                "role": format!("{role:?}").to_lowercase(),
+                "pid": pid,
+                "worker": worker,
+                "test": test,
+            }),
         ),
         Inbound::Collected(c) => ("collected", collected_json(c)),
         Inbound::Forked { worker, pid } => ("forked", json!({"worker": worker, "pid": pid})),
@@ -328,6 +357,8 @@ fn collected_json(c: &Collected) -> Value {
         "warnings": c.warnings.iter().map(warning_json).collect::<Vec<_>>(),
         "deselected": c.deselected, "interrupted": c.interrupted,
         "maxfail": c.maxfail, "timeout": c.timeout,
+        "output": match c.output { OutputMode::Captured => "captured", OutputMode::Live => "live" },
+        "debugger": c.debugger.map(Debugger::option),
     })
 }
 
@@ -339,8 +370,15 @@ fn warning_json(w: &WarningRecord) -> Value {
 /// their default.
 fn strip_defaults(tag: &str, fields: &mut Value) {
     let top: &[&str] = match tag {
-        "hello" => &["worker"],
-        "collected" => &["warnings", "maxfail", "timeout", "interrupted"],
+        "hello" => &["worker", "test"],
+        "collected" => &[
+            "warnings",
+            "maxfail",
+            "timeout",
+            "interrupted",
+            "output",
+            "debugger",
+        ],
         "worker_exited" => &["code", "signal"],
         "result" => &["warnings"],
         "stop" => &["id", "detail"],

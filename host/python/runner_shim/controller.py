@@ -212,6 +212,7 @@ def _lost_report(nodeid, location, item, lost):
         when="call",
         duration=lost.get("duration", 0.0),
     )
+    report.sections = [tuple(section) for section in lost.get("sections", [])]
     report.runner_lost = lost["outcome"]
     return report
 

@@ -13,7 +13,7 @@ import platform
 
 import pytest
 
-from . import xdist_compat
+from . import output, xdist_compat
 from .controller import LOST_WORDS, serialize_warning
 from .framing import Channel
 from .zygote import Zygote
@@ -116,6 +116,7 @@ class RunnerPlugin:
                 "interrupted": interrupted,
                 "maxfail": config.option.maxfail or 0,
                 "timeout": _float_or_none(config.getini("runner_timeout")),
+                **output.describe(config),
             }
         )
         if interrupted:

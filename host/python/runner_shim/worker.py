@@ -15,6 +15,7 @@ from collections import deque
 import pytest
 
 from .framing import Channel, signals_deferred
+from .output import WorkerOutput
 from .processes import record_forks
 from .xdist_compat import as_xdist_worker
 
@@ -35,10 +36,11 @@ class Worker:
         plugin.is_worker = True
 
     def serve(self):
-        self._become_worker()
         self.pid = os.getpid()
-        self.current = None  # (item, reports, warnings) while a test runs
         hello = {"t": "hello", "worker": self.worker_id, "pid": self.pid}
+        self.output = WorkerOutput(self.config, self.plugin.socket_path, hello)
+        self._become_worker()
+        self.current = None  # (item, reports, warnings) while a test runs
         # faulthandler writes crash and timeout tracebacks straight to a
         # socket the host reads: pytest's capture can't swallow them, and
         # they arrive even if this process dies right after.
@@ -63,6 +65,7 @@ class Worker:
                 channel.close()
             finally:
                 self.evidence.close()
+                self.output.close()
         self._finish_session()
         # The rest of the session's end belongs to the zygote, which
         # replays every report: a worker's would run main-process plugins
@@ -141,20 +144,18 @@ class Worker:
         os.setpgid(0, 0)
         record_forks(os.path.join(os.path.dirname(self.plugin.socket_path), "forks"))
         as_xdist_worker(self.config, self.worker_id, self.worker_count)
-        # The zygote writes the report; a worker's terminal reporter writes
-        # nowhere (it stays, for code that looks it up).
-        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
-        if terminal is not None:
-            from _pytest._io import TerminalWriter
-
-            terminal._tw = TerminalWriter(file=open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the worker)
         # Siblings must not share the zygote's random state.
         random.seed()
         # The global capture's temp file is shared with the zygote and the
-        # other workers after fork; give this worker its own.
+        # other workers after fork; give this worker its own. It saves the
+        # descriptors it finds as the ones to restore: this worker's own
+        # stdin, stdout and stderr, pointed where they belong in between.
         capman = self.config.pluginmanager.getplugin("capturemanager")
-        if capman is not None and capman._global_capturing is not None:
+        restart = capman is not None and capman._global_capturing is not None
+        if restart:
             capman.stop_global_capturing()
+        self.output.attach()
+        if restart:
             capman.start_global_capturing()
             capman.suspend_global_capture()
 
@@ -165,17 +166,20 @@ class Worker:
         channel.flush()
         reports, warnings = self.plugin.start_test()
         self.current = (item, reports, warnings)
+        self.output.test_started(item.nodeid)
         try:
             self.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
         except BaseException:
             if os.getpid() != self.pid:
                 os._exit(1)
+            self.output.test_finished()
             raise
         if os.getpid() != self.pid:
             # A process the test forked returned into this loop: it is not
             # the worker, and its test ends here (plain pytest would run the
             # rest of the session in it). Its status says how its part went.
             os._exit(1 if any(r["outcome"] == "failed" for r in reports) else 0)
+        self.output.test_finished()
         channel.queue({"t": "result", "id": item.nodeid, "reports": reports, "warnings": warnings})
         # Queued: from here a stop must not send it again.
         self.current = None
@@ -211,6 +215,7 @@ class Worker:
         faulthandler.disable()
         self.channel.abandon()
         self.evidence.abandon()
+        self.output.forked()
 
 
 def _is_conftest(plugin):

@@ -46,6 +46,7 @@ impl PytestSink {
                         longrepr: &r.longrepr,
                         message: r.message.as_deref().unwrap_or_default(),
                         duration: r.duration,
+                        sections: &r.sections,
                     });
                 self.send(&Outbound::Test {
                     id,

@@ -100,6 +100,7 @@ impl TerminalSink {
                 tests,
                 workers,
                 deselected,
+                debugger,
                 ..
             } => {
                 self.terminal.header(&format!(
@@ -107,6 +108,11 @@ impl TerminalSink {
                     if *workers == 1 { "" } else { "s" },
                 ));
                 self.stats.add("deselected", *deselected);
+                if let Some(option) = debugger {
+                    self.terminal.say(&format!(
+                        "runner: {option}: running on one worker attached to this terminal; timeouts are off"
+                    ));
+                }
             }
             RunEvent::CollectionError {
                 id,
@@ -143,6 +149,9 @@ impl TerminalSink {
                 }
             }
             RunEvent::TestStarted { .. } => {}
+            RunEvent::Output {
+                worker, test, line, ..
+            } => self.terminal.output_line(worker, test.as_deref(), line),
             RunEvent::TestSlow {
                 id,
                 worker,

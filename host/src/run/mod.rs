@@ -7,8 +7,10 @@
 //!
 //! Layout: `queue` (the batches not yet handed out), `stop` (the rules that
 //! end a run early), `supervise` (a running test's time limit and its
-//! escalation), `worker` (what the run knows of one worker).
+//! escalation), `worker` (what the run knows of one worker), `output` (what
+//! workers and tests write to their stdout and stderr, cut into lines).
 
+mod output;
 mod queue;
 mod stop;
 mod supervise;
@@ -34,6 +36,7 @@ use crate::report::Sinks;
 use crate::signals::StopSignals;
 use crate::wire::{Inbound, Outbound, PhaseReport, Role, WireError};
 use crate::zygote::Zygote;
+use output::{Line, OutputStreams};
 use supervise::{Action, Running, TERM_GRACE};
 use worker::{ExitStatus, Worker};
 
@@ -60,6 +63,10 @@ pub struct RunPlan {
     /// Per-test timeouts from markers, in seconds.
     pub timeouts: HashMap<String, f64>,
     pub limits: Limits,
+    /// Show what workers write to their stdout and stderr (`-s`). Without
+    /// it, pytest's capture keeps tests' output, and what a worker writes
+    /// outside it is not shown, as under xdist.
+    pub live_output: bool,
 }
 
 /// How a run ended, for its exit code and for the session.
@@ -126,6 +133,9 @@ pub struct Run<'a> {
     /// runner was stopped since the last tick: judge no deadline until
     /// what arrived meanwhile has been read.
     resumed: bool,
+    /// The workers' stdout and stderr.
+    output: OutputStreams,
+    live_output: bool,
 }
 
 impl<'a> Run<'a> {
@@ -156,6 +166,8 @@ impl<'a> Run<'a> {
             cancelled: false,
             clock,
             resumed: false,
+            output: OutputStreams::default(),
+            live_output: plan.live_output,
         }
     }
 
@@ -222,6 +234,8 @@ impl<'a> Run<'a> {
     }
 
     fn end(mut self) -> Result<RunEnd> {
+        let waiting = self.output.flush_all();
+        self.show_output(waiting);
         let accounted = self.finished + self.not_run.len();
         for id in std::mem::take(&mut self.not_run) {
             self.emit(RunEvent::NotRun { id });
@@ -244,6 +258,20 @@ impl<'a> Run<'a> {
 
     fn emit(&mut self, event: RunEvent) {
         self.cx.sinks.emit(event);
+    }
+
+    fn show_output(&mut self, lines: impl IntoIterator<Item = Line>) {
+        if !self.live_output {
+            return;
+        }
+        for line in lines {
+            self.emit(RunEvent::Output {
+                worker: line.worker,
+                test: line.test,
+                line: line.text,
+                partial: line.partial,
+            });
+        }
     }
 
     fn distrust(&mut self, cause: UntrustedCause) {
@@ -283,6 +311,10 @@ impl<'a> Run<'a> {
                 if let Some(worker) = self.worker_of(conn) {
                     worker.keep_evidence(&bytes);
                 }
+            }
+            ConnEvent::Output(conn, bytes) => {
+                let lines = self.output.receive(conn, &bytes, Instant::now());
+                self.show_output(lines);
             }
             ConnEvent::Closed(conn) => self.on_closed(conn).await?,
             // A peer killed mid-write resets its connection: that is a loss
@@ -330,11 +362,16 @@ impl<'a> Run<'a> {
                 role,
                 worker: Some(id),
                 pid,
+                test,
             } if role != Role::Zygote => {
                 let Some(worker) = self.workers.get_mut(&id) else {
                     // A worker of an earlier run of the session, late: not ours.
                     return Ok(());
                 };
+                if role == Role::Output {
+                    self.output.open(conn, id, test, Instant::now());
+                    return Ok(());
+                }
                 worker.pid = Some(pid);
                 match role {
                     Role::Evidence => worker.evidence_open = true,
@@ -449,6 +486,7 @@ impl<'a> Run<'a> {
             .filter(|r| r.outcome == "failed" && r.wasxfail.is_none())
             .count() as u32;
         let result = test_result(id, worker, &reports);
+        self.output.finished(worker, id);
         crate::panic::injected("result");
         self.emit(RunEvent::TestFinished {
             id: result.id,
@@ -504,6 +542,21 @@ impl<'a> Run<'a> {
 
     async fn on_closed(&mut self, conn: ConnId) -> Result<()> {
         self.cx.peers.closed(conn);
+        if self.output.is_stream(conn) {
+            let last = self.output.close(conn);
+            self.show_output(last);
+            // A lost worker's test may have waited for the end of its output.
+            let lost: Vec<String> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| w.lost_at.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in lost {
+                self.try_finalize(&id).await?;
+            }
+            return Ok(());
+        }
         let Some((id, evidence)) = self.conns.remove(&conn) else {
             return Ok(());
         };
@@ -536,9 +589,13 @@ impl<'a> Run<'a> {
         let Some(lost_at) = worker.lost_at else {
             return Ok(());
         };
-        // All it had to say has arrived once its connections closed, or
-        // once it has no test left to report on.
-        let heard = (worker.conn.is_none() && !worker.evidence_open)
+        // All it had to say has arrived once its connections closed (its
+        // test's output too), or once it has no test left to report on.
+        let output_open = worker
+            .running
+            .as_ref()
+            .is_some_and(|running| self.output.is_open(id, &running.id));
+        let heard = (worker.conn.is_none() && !worker.evidence_open && !output_open)
             || (worker.assigned.is_empty() && worker.running.is_none());
         let settled = worker.exit.is_some() && heard;
         let waited = self.clock.now().saturating_sub(lost_at);
@@ -580,6 +637,7 @@ impl<'a> Run<'a> {
     fn lost_test(&mut self, worker_id: &str, worker: &Worker, running: Running, cause: LostCause) {
         let elapsed = self.clock.now().saturating_sub(running.since).as_secs_f64();
         let evidence = String::from_utf8_lossy(&worker.evidence);
+        let output = self.output.finished(worker_id, &running.id);
         self.emit(RunEvent::WorkerLost {
             worker: worker_id.to_owned(),
             pid: worker.pid,
@@ -593,6 +651,7 @@ impl<'a> Run<'a> {
             &cause,
             elapsed,
             &evidence,
+            &output,
         );
         self.finish_test(&running.id, worker_id, vec![report]);
     }
@@ -667,6 +726,8 @@ impl<'a> Run<'a> {
     }
 
     async fn on_tick(&mut self) -> Result<()> {
+        let waited = self.output.flush_waiting(Instant::now());
+        self.show_output(waited);
         if std::mem::take(&mut self.resumed) {
             return Ok(());
         }
