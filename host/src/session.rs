@@ -26,10 +26,12 @@ use crate::outcome::signal_name;
 use crate::policy::Policies;
 use crate::report::{RunLogFile, Sinks, TerminalSink};
 use crate::run::{Limits, Run, RunCommand, RunContext, RunPlan};
+use crate::settings::{self, Layered};
 use crate::signals::StopSignals;
 use crate::state::History;
 use crate::ui::Verbosity;
 use crate::wire::{Collected, Inbound, Outbound};
+use crate::workers::Workers;
 use crate::zygote::{NO_PYTEST_EXIT, Zygote, ZygoteSpec};
 
 /// Everything a session needs, resolved from the command line and the
@@ -37,7 +39,9 @@ use crate::zygote::{NO_PYTEST_EXIT, Zygote, ZygoteSpec};
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub python: PathBuf,
-    pub workers: Option<u32>,
+    /// `-n` from runner's command line and config file (pytest's own `-n`
+    /// comes with the collection; `settings::worker_count` decides).
+    pub workers: Layered<Workers>,
     pub pytest_args: Vec<String>,
     pub junitxml: Option<PathBuf>,
     pub run_log: Option<PathBuf>,
@@ -46,7 +50,7 @@ pub struct SessionSettings {
     /// pytest's config).
     pub limits: Limits,
     /// Replacement workers allowed [default: 4 × workers, like xdist].
-    pub max_worker_restart: Option<u32>,
+    pub max_worker_restart: Layered<u32>,
     /// Also write the run's events as JSON lines on stdout.
     pub json: bool,
 }
@@ -128,6 +132,7 @@ impl Session {
             socket: &socket,
             run_id: &id,
             pytest_args: &settings.pytest_args,
+            cpu_mode: settings.workers.runners().and_then(Workers::cpu_mode),
         })
         .with_context(|| format!("failed to start Python ({})", settings.python.display()))?;
         let mut descendants = Descendants::new(
@@ -250,14 +255,17 @@ impl Session {
                     .collect()
             }
         };
-        let workers = self
-            .settings
-            .workers
-            .unwrap_or_else(default_workers)
-            .min(tests.len().max(1) as u32);
+        let workers = settings::worker_count(&self.settings.workers, &collected.xdist, tests.len());
         let mut terminal = TerminalSink::new(self.settings.verbosity);
         if self.settings.json {
             terminal.report_to_stderr();
+        }
+        // pytest-xdist's options runner does not honour: said once, as the
+        // session starts (they come from its collection).
+        if self.runs == 1 {
+            for warning in collected.xdist.warnings() {
+                terminal.warn(&warning);
+            }
         }
         let junitxml = self
             .settings
@@ -348,7 +356,11 @@ impl Session {
             let limits = Limits {
                 timeout: self.settings.limits.timeout.or(collected.timeout),
                 maxfail: collected.maxfail,
-                max_worker_restart: self.settings.max_worker_restart.unwrap_or(4 * workers),
+                max_worker_restart: settings::max_worker_restart(
+                    &self.settings.max_worker_restart,
+                    &collected.xdist,
+                    workers,
+                ),
                 ..self.settings.limits.clone()
             };
             let run = Run::new(
@@ -508,7 +520,7 @@ async fn collect(
                 Some(ConnEvent::Opened(conn, writer)) => peers.opened(conn, writer),
                 Some(ConnEvent::Message(conn, Inbound::Collected(collected))) => {
                     peers.zygote_conn = conn;
-                    return Ok(Ok(collected));
+                    return Ok(Ok(*collected));
                 }
                 Some(ConnEvent::Message(..) | ConnEvent::Closed(_) | ConnEvent::Evidence(..)) => {}
                 Some(ConnEvent::Broken(_, error)) => anyhow::bail!("the zygote sent a bad message: {error}"),
@@ -575,12 +587,6 @@ async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-fn default_workers() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
 }
 
 /// Sortable and unique: seconds since the epoch, then the pid; a later

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::MAX_SECS;
 use crate::model::TestCase;
+use crate::xdist::XdistOptions;
 
 /// Frames above this size are refused (the shim enforces the same bound and
 /// truncates oversized test output before sending).
@@ -47,7 +48,7 @@ pub enum Inbound {
         worker: Option<String>,
     },
     /// The zygote finished collection.
-    Collected(Collected),
+    Collected(Box<Collected>),
     /// The zygote forked a worker.
     Forked { worker: String, pid: i32 },
     /// The zygote reaped a worker.
@@ -105,6 +106,10 @@ pub struct Collected {
     /// The `runner_timeout` ini option, seconds.
     #[serde(default, deserialize_with = "timeout_secs")]
     pub timeout: Option<f64>,
+    /// pytest-xdist's options as pytest parsed them (xdist never acts on
+    /// them; runner does).
+    #[serde(default)]
+    pub xdist: XdistOptions,
 }
 
 /// Why pytest's session stopped, as its terminal reporter shows it.

@@ -26,8 +26,12 @@ const SHIM_MODULES: &[(&str, &str)] = shim_modules![
     "processes.py",
     "worker.py",
     "xdist_compat.py",
+    "xdist_options.py",
     "zygote.py",
 ];
+
+/// Tells the zygote that runner's own `-n` is `auto` or `logical`.
+const CPU_MODE_VAR: &str = "RUNNER_COUNT_CPUS";
 
 /// Where the shim is written, inside the run directory.
 const SHIM_DIR: &str = "runner_shim";
@@ -80,6 +84,9 @@ pub struct ZygoteSpec<'a> {
     pub socket: &'a Path,
     pub run_id: &'a str,
     pub pytest_args: &'a [String],
+    /// runner's own `-n auto` or `-n logical`: the zygote counts it as
+    /// xdist would (see `xdist_options.py`).
+    pub cpu_mode: Option<&'static str>,
 }
 
 impl Zygote {
@@ -88,6 +95,10 @@ impl Zygote {
         let shim = write_shim(spec.run_dir)?;
         let mut command = Command::new(spec.python);
         die_with_runner(&mut command)?;
+        match spec.cpu_mode {
+            Some(mode) => command.env(CPU_MODE_VAR, mode),
+            None => command.env_remove(CPU_MODE_VAR),
+        };
         let mut child = command
             .arg("-c")
             .arg(BOOTSTRAP)

@@ -13,7 +13,7 @@ import platform
 
 import pytest
 
-from . import xdist_compat
+from . import xdist_compat, xdist_options
 from .framing import Channel
 from .zygote import Zygote
 
@@ -34,6 +34,18 @@ class RunnerPlugin:
 
     def pytest_addoption(self, parser):
         parser.addini("runner_timeout", "runner: default per-test timeout in seconds", default="")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_load_initial_conftests(self, early_config, parser, args):
+        try:
+            return (yield)
+        finally:
+            xdist_options.register_missing(parser)
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_cmdline_main(self, config):
+        xdist_options.take_over(config)  # before xdist's own hooks act on them
+        return (yield)
 
     def pytest_configure(self, config):
         self.config = config
@@ -88,6 +100,7 @@ class RunnerPlugin:
                 "interrupted": interrupted,
                 "maxfail": config.option.maxfail or 0,
                 "timeout": _float_or_none(config.getini("runner_timeout")),
+                "xdist": xdist_options.taken(config),
             }
         )
         if interrupted:
