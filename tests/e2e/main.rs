@@ -23,3 +23,4 @@ mod supervision;
 mod support;
 mod terminal;
 mod watch;
+mod xdist_options;
