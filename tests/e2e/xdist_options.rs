@@ -291,6 +291,23 @@ fn runner_n_auto_logical_and_zero() {
     assert_eq!(warned.len(), 1, "{}", ran.describe());
     // Never more workers than tests.
     assert_eq!(workers(&["-n", "50"], &[]).0, 18);
+    // addopts from the other ini files pytest reads.
+    std::fs::write(p.dir.join("tox.ini"), "[pytest]\naddopts = -n 3\n").unwrap();
+    assert_eq!(workers(&[], &[]).0, 3);
+    std::fs::remove_file(p.dir.join("tox.ini")).unwrap();
+    std::fs::write(
+        p.dir.join("setup.cfg"),
+        "[tool:pytest]\naddopts = --dist=loadscope --numprocesses=2\n",
+    )
+    .unwrap();
+    let (count, ran) = workers(&[], &[]);
+    assert_eq!(count, 2);
+    assert_eq!(
+        dist_warnings(&ran, "loadscope").len(),
+        1,
+        "{}",
+        ran.describe()
+    );
 }
 
 #[test]

@@ -35,17 +35,15 @@ class RunnerPlugin:
     def pytest_addoption(self, parser):
         parser.addini("runner_timeout", "runner: default per-test timeout in seconds", default="")
 
-    @pytest.hookimpl(wrapper=True)
+    @pytest.hookimpl(hookwrapper=True)
     def pytest_load_initial_conftests(self, early_config, parser, args):
-        try:
-            return (yield)
-        finally:
-            xdist_options.register_missing(parser)
+        yield
+        xdist_options.register_missing(parser)  # once conftests could bring xdist
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_cmdline_main(self, config):
         xdist_options.take_over(config)  # before xdist's own hooks act on them
-        return (yield)
+        yield
 
     def pytest_configure(self, config):
         self.config = config
