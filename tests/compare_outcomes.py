@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Compare runner's per-test outcomes with plain pytest's on one suite.
 
-    python3 tests/compare_outcomes.py --runner PATH --suite DIR [-n N] -- PYTEST_ARGS...
+    python3 tests/compare_outcomes.py --runner PATH --suite DIR [-n N] [--pytest-arg ARG]... -- PYTEST_ARGS...
 
-1. Runs ``python3 -m pytest -p no:cacheprovider -p outcome_recorder PYTEST_ARGS``
+1. Runs ``python3 -m pytest -p no:cacheprovider -p outcome_recorder [ARG...] PYTEST_ARGS``
    in DIR; the recorder plugin (tests/outcome_recorder.py) stores, per node id,
    the list of [when, category] that pytest_report_teststatus gives for each
-   report, and the exit status.
+   report, and the exit status. (``--pytest-arg`` is for plain pytest only:
+   ``-p no:xdist -o addopts=`` to compare a suite whose addopts say ``-n auto``
+   with pytest run in one process.)
 2. Runs ``runner -n N --run-log TMP -- -p no:cacheprovider PYTEST_ARGS`` in DIR
-   and reads the ``result`` and ``run-finished`` lines of its run log.
+   (without ``-n`` for ``-n none``: pytest's own ``-n`` decides) and reads the
+   ``result`` and ``run-finished`` lines of its run log.
 3. Compares node ids, phases, exit codes and the counts in the closing summary
    line; prints every difference and a summary line; exits 0 only if there
    were no differences and at least one test was compared.
@@ -118,7 +121,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runner", required=True, help="path to the runner binary")
     ap.add_argument("--suite", required=True, help="directory to run both in (the pytest rootdir)")
-    ap.add_argument("-n", type=int, default=2, help="runner workers (default 2)")
+    ap.add_argument("-n", default="2", help="runner workers: N, auto, logical, or none for no -n (default 2)")
+    ap.add_argument(
+        "--pytest-arg",
+        action="append",
+        default=[],
+        help="an argument for plain pytest only, before PYTEST_ARGS (repeatable)",
+    )
     ap.add_argument("--python", default=sys.executable, help="python for plain pytest and for runner --python")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run (default 900)")
     ap.add_argument("--no-summary-check", action="store_true", help="do not compare the closing line's counts")
@@ -156,13 +165,13 @@ def main(argv=None):
         py_env = dict(env)
         py_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
         py_env["OUTCOME_RECORDER_OUT"] = str(rec_path)
-        py_cmd = [args.python, "-m", "pytest", *common, "-p", "outcome_recorder", *pytest_args]
+        py_cmd = [args.python, "-m", "pytest", *common, "-p", "outcome_recorder", *args.pytest_arg, *pytest_args]
         py_rc, py_out, py_t = run(py_cmd, suite, py_env, args.timeout, "pytest", args.verbose)
 
+        workers = [] if args.n == "none" else ["-n", args.n]
         rn_cmd = [
             str(runner),
-            "-n",
-            str(args.n),
+            *workers,
             "--python",
             args.python,
             "--run-log",

@@ -32,7 +32,7 @@ def pytest_runtest_logreport(report):
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("OUTCOME_RECORDER_OUT")
-    if not path:
-        return
+    if not path or hasattr(session.config, "workerinput"):
+        return  # under pytest-xdist, the controller has every report
     with open(path, "w", encoding="utf-8") as f:
         json.dump({"results": _results, "exitstatus": int(exitstatus)}, f)

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::policy::PolicyOption;
 use crate::ui::Verbosity;
+use crate::workers::Workers;
 
 /// What runner writes on stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,9 +29,13 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Number of worker processes [default: the number of CPUs, never more than the number of tests].
-    #[arg(short = 'n', long = "workers", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub workers: Option<u32>,
+    /// Number of worker processes: N (0 means one), `auto` (one per physical
+    /// core, as pytest-xdist counts them) or `logical` (one per logical CPU).
+    /// Wins over pytest's own `-n` (after `--` or in addopts) [default:
+    /// pytest's `-n`, then the config file's, then the number of CPUs; never
+    /// more than the number of tests].
+    #[arg(short = 'n', long = "workers", value_name = "N|auto|logical", allow_negative_numbers = true, value_parser = workers)]
+    pub workers: Option<Workers>,
 
     /// Python interpreter to run pytest with [default: $VIRTUAL_ENV/bin/python, then python3 on PATH].
     #[arg(long, value_name = "PATH", env = "RUNNER_PYTHON")]
@@ -153,6 +158,11 @@ fn policy_opt(text: &str) -> Result<PolicyOption, String> {
     parsed.ok_or_else(|| format!("expected NAME.KEY=VALUE, got {text:?}"))
 }
 
+/// `-n`: the forms the config file and pytest's `-n` accept too.
+fn workers(text: &str) -> Result<Workers, String> {
+    text.parse()
+}
+
 /// Seconds, in the range the config file accepts too.
 fn positive_secs(text: &str) -> Result<f64, String> {
     let secs = text
@@ -188,7 +198,7 @@ mod tests {
             "tests/unit",
         ])
         .unwrap();
-        assert_eq!(cli.workers, Some(2));
+        assert_eq!(cli.workers, Some(Workers::Count(2)));
         assert_eq!(cli.pytest_args, ["-k", "not slow", "-x", "tests/unit"]);
     }
 
@@ -222,7 +232,28 @@ mod tests {
     }
 
     #[test]
-    fn zero_workers_is_a_usage_error() {
-        assert!(Cli::try_parse_from(["runner", "-n", "0"]).is_err());
+    fn workers_are_a_number_auto_or_logical() {
+        let workers = |value: &str| {
+            Cli::try_parse_from(["runner", "-n", value])
+                .map(|cli| cli.workers)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(workers("3"), Ok(Some(Workers::Count(3))));
+        assert_eq!(workers("0"), Ok(Some(Workers::Count(0))));
+        assert_eq!(workers("auto"), Ok(Some(Workers::Auto)));
+        assert_eq!(workers("logical"), Ok(Some(Workers::Logical)));
+        let long = Cli::try_parse_from(["runner", "--workers=auto"]).unwrap();
+        assert_eq!(long.workers, Some(Workers::Auto));
+        for bad in ["-1", "many", "", "1.5"] {
+            let error = workers(bad).unwrap_err();
+            assert!(
+                error.contains("invalid value")
+                    && error.contains("`auto`")
+                    && error.contains("`logical`"),
+                "{bad}: {error}"
+            );
+        }
+        // A negative number is the value, not a flag: it is refused as one.
+        assert!(workers("-1").unwrap_err().contains("\"-1\""));
     }
 }

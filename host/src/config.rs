@@ -7,7 +7,7 @@
 //! Supported keys (the command line wins over each):
 //!
 //! ```toml
-//! workers = 4                  # -n
+//! workers = 4                  # -n (a number, 0 for one, "auto" or "logical")
 //! timeout = 30.0               # --timeout
 //! slow = 10.0                  # --slow
 //! global-timeout = 600.0       # --global-timeout
@@ -23,9 +23,9 @@
 //! max-batch = 10
 //! ```
 //!
-//! Values have the command line's bounds (durations in (0, 1e9] seconds,
-//! at least one worker, 1 to 4096 MiB of policy memory); anything else is
-//! refused with the key and, from the TOML text, its line.
+//! Values have the command line's bounds and forms (durations in (0, 1e9]
+//! seconds, workers as `-n` takes them, 1 to 4096 MiB of policy memory);
+//! anything else is refused with the key and, from the TOML text, its line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,12 +34,12 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 use crate::policy::PolicyOption;
+use crate::workers::Workers;
 
 /// The longest duration runner accepts, in seconds (about 31 years): far
 /// beyond any run, and far from where clock arithmetic overflows.
 pub const MAX_SECS: f64 = 1e9;
-/// The bounds of `workers` and of `policy-memory-mib`, as on the command line.
-pub const MIN_WORKERS: u32 = 1;
+/// The bounds of `policy-memory-mib`, as on the command line.
 pub const POLICY_MEMORY_MIB: std::ops::RangeInclusive<u32> = 1..=4096;
 
 /// A duration the user gave, in seconds: positive and at most `MAX_SECS`
@@ -59,8 +59,7 @@ pub fn check_secs(secs: f64) -> Result<f64, String> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct FileConfig {
-    #[serde(default, deserialize_with = "workers")]
-    pub workers: Option<u32>,
+    pub workers: Option<Workers>,
     #[serde(default, deserialize_with = "secs")]
     pub timeout: Option<f64>,
     #[serde(default, deserialize_with = "secs")]
@@ -86,15 +85,6 @@ pub struct FileConfig {
 fn secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
     let secs = f64::deserialize(deserializer)?;
     check_secs(secs).map(Some).map_err(D::Error::custom)
-}
-
-fn workers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
-    match u32::deserialize(deserializer)? {
-        n if n >= MIN_WORKERS => Ok(Some(n)),
-        n => Err(D::Error::custom(format!(
-            "expected at least {MIN_WORKERS} worker, got {n}"
-        ))),
-    }
 }
 
 fn policy_memory<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
@@ -270,7 +260,7 @@ mod tests {
         std::fs::create_dir_all(&sub).unwrap();
         let config = ProjectConfig::discover(&sub).unwrap();
         assert_eq!(config.project_dir, root.path());
-        assert_eq!(config.values.workers, Some(3));
+        assert_eq!(config.values.workers, Some(Workers::Count(3)));
         assert_eq!(
             config.resolve(&config.values.policies[0]),
             root.path().join("p/a.wasm")
@@ -295,7 +285,7 @@ mod tests {
         std::fs::write(root.path().join("runner.toml"), "workers = 5\n").unwrap();
         assert_eq!(
             ProjectConfig::discover(root.path()).unwrap().values.workers,
-            Some(5)
+            Some(Workers::Count(5))
         );
         std::fs::write(root.path().join("runner.toml"), "wrokers = 5\n").unwrap();
         let err = ProjectConfig::discover(root.path())
@@ -312,7 +302,8 @@ mod tests {
             "global-timeout = inf",
             "policy-deadline = 0.0",
             "timeout = 1e10",
-            "workers = 0",
+            "workers = -1",
+            "workers = 'many'",
             "policy-memory-mib = 4097",
             "policy = 3",
             "[policy]\nx = 1979-05-27",
@@ -322,6 +313,14 @@ mod tests {
         }
         let ok = parse(b"timeout = 30\nslow = 0.5\n", FileKind::RunnerToml).unwrap();
         assert_eq!((ok.timeout, ok.slow), (Some(30.0), Some(0.5)));
+        for (text, workers) in [
+            ("workers = 0", Workers::Count(0)),
+            ("workers = 'auto'", Workers::Auto),
+            ("workers = \"logical\"", Workers::Logical),
+        ] {
+            let ok = parse(text.as_bytes(), FileKind::RunnerToml).unwrap();
+            assert_eq!(ok.workers, Some(workers), "{text}");
+        }
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub mod summary;
 pub mod ui;
 pub mod watch;
 pub mod wire;
+pub mod workers;
+pub mod xdist;
 pub mod zygote;
 
 use std::path::PathBuf;

@@ -27,10 +27,12 @@ use crate::outcome::signal_name;
 use crate::policy::Policies;
 use crate::report::{RunLogFile, Sinks, TerminalSink};
 use crate::run::{Limits, Run, RunCommand, RunContext, RunPlan};
+use crate::settings::{self, Layered};
 use crate::signals::StopSignals;
 use crate::state::History;
 use crate::ui::Verbosity;
 use crate::wire::{Collected, Inbound, Outbound, OutputMode, RunEnd};
+use crate::workers::Workers;
 use crate::zygote::{NO_PYTEST_EXIT, Output, Zygote, ZygoteSpec};
 
 /// Everything a session needs, resolved from the command line and the
@@ -38,7 +40,9 @@ use crate::zygote::{NO_PYTEST_EXIT, Output, Zygote, ZygoteSpec};
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub python: PathBuf,
-    pub workers: Option<u32>,
+    /// `-n` from runner's command line and config file (pytest's own `-n`
+    /// comes with the collection; `settings::worker_count` decides).
+    pub workers: Layered<Workers>,
     pub pytest_args: Vec<String>,
     pub junitxml: Option<PathBuf>,
     pub run_log: Option<PathBuf>,
@@ -47,7 +51,7 @@ pub struct SessionSettings {
     /// pytest's config).
     pub limits: Limits,
     /// Replacement workers allowed [default: 4 × workers, like xdist].
-    pub max_worker_restart: Option<u32>,
+    pub max_worker_restart: Layered<u32>,
     /// Also write the run's events as JSON lines on stdout.
     pub json: bool,
 }
@@ -141,6 +145,7 @@ impl Session {
                 Output::Stdout
             },
             terminal: terminal.as_ref(),
+            cpu_mode: settings.workers.runners().and_then(Workers::cpu_mode),
         })
         .with_context(|| format!("failed to start Python ({})", settings.python.display()))?;
         let mut descendants = Descendants::new(
@@ -269,12 +274,18 @@ impl Session {
         let debugger = collected.debugger;
         let workers = match debugger {
             Some(_) => 1,
-            None => self.settings.workers.unwrap_or_else(default_workers),
-        }
-        .min(tests.len().max(1) as u32);
+            None => settings::worker_count(&self.settings.workers, &collected.xdist, tests.len()),
+        };
         let mut terminal = TerminalSink::new(self.settings.verbosity);
         if self.settings.json {
             terminal.report_to_stderr();
+        }
+        // pytest-xdist's options runner does not honour: said once, as the
+        // session starts (they come from its collection).
+        if self.runs == 1 {
+            for warning in collected.xdist.warnings() {
+                terminal.warn(&warning);
+            }
         }
         let junitxml = self
             .settings
@@ -375,7 +386,11 @@ impl Session {
             let mut limits = Limits {
                 timeout: self.settings.limits.timeout.or(collected.timeout),
                 maxfail: collected.maxfail,
-                max_worker_restart: self.settings.max_worker_restart.unwrap_or(4 * workers),
+                max_worker_restart: settings::max_worker_restart(
+                    &self.settings.max_worker_restart,
+                    &collected.xdist,
+                    workers,
+                ),
                 ..self.settings.limits.clone()
             };
             // A test may wait at the debugger's prompt as long as the person
@@ -490,6 +505,9 @@ impl Session {
         if !self.answers {
             return false;
         }
+        // A run that was cancelled (or whose zygote can't fork) may leave
+        // a worker the run never heard of: forked as it was cancelled.
+        let kill_workers = !self.usable;
         self.usable = false;
         self.answers = false;
         self.peers
@@ -497,6 +515,7 @@ impl Session {
                 drop_pending: false,
                 end: last_run.copied(),
                 silent: last_run.is_none(),
+                kill_workers,
             })
             .await;
         match tokio::time::timeout(Duration::from_secs(30), self.zygote.wait()).await {
@@ -606,7 +625,7 @@ async fn collect(
                 Some(ConnEvent::Opened(conn, writer)) => peers.opened(conn, writer),
                 Some(ConnEvent::Message(conn, Inbound::Collected(collected))) => {
                     peers.set_zygote(conn);
-                    return Ok(Ok(collected));
+                    return Ok(Ok(*collected));
                 }
                 Some(
                     ConnEvent::Message(..)
@@ -661,12 +680,6 @@ async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-fn default_workers() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
 }
 
 /// Sortable and unique: seconds since the epoch, then the pid; a later

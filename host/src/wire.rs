@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::MAX_SECS;
 use crate::model::TestCase;
+use crate::xdist::XdistOptions;
 
 /// Frames above this size are refused (the shim enforces the same bound and
 /// truncates oversized test output before sending).
@@ -51,7 +52,7 @@ pub enum Inbound {
         test: Option<String>,
     },
     /// The zygote finished collection.
-    Collected(Collected),
+    Collected(Box<Collected>),
     /// The zygote forked a worker.
     Forked { worker: String, pid: i32 },
     /// The zygote reaped a worker.
@@ -134,6 +135,10 @@ pub struct Collected {
     /// has one worker, attached to runner's terminal.
     #[serde(default)]
     pub debugger: Option<Debugger>,
+    /// pytest-xdist's options as pytest parsed them (xdist never acts on
+    /// them; runner does).
+    #[serde(default)]
+    pub xdist: XdistOptions,
 }
 
 /// The pytest options that may stop a test in pdb.
@@ -272,6 +277,9 @@ pub enum Outbound<'a> {
         end: Option<RunEnd<'a>>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         silent: bool,
+        /// To the zygote: kill the workers still alive before waiting.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        kill_workers: bool,
     },
     /// To the zygote: a run starts, of this many tests on this many workers.
     RunStart { tests: usize, workers: u32 },

@@ -30,8 +30,12 @@ const SHIM_MODULES: &[(&str, &str)] = shim_modules![
     "processes.py",
     "worker.py",
     "xdist_compat.py",
+    "xdist_options.py",
     "zygote.py",
 ];
+
+/// Tells the zygote that runner's own `-n` is `auto` or `logical`.
+const CPU_MODE_VAR: &str = "RUNNER_COUNT_CPUS";
 
 /// Where the shim is written, inside the run directory.
 const SHIM_DIR: &str = "runner_shim";
@@ -89,6 +93,9 @@ pub struct ZygoteSpec<'a> {
     pub output: Output,
     /// runner's terminal, for a worker a debugger runs in (see debugger.rs).
     pub terminal: Option<&'a TerminalFds>,
+    /// runner's own `-n auto` or `-n logical`: the zygote counts it as
+    /// xdist would (see `xdist_options.py`).
+    pub cpu_mode: Option<&'static str>,
 }
 
 /// runner's stream for the zygote's stdout (its stderr goes to stderr).
@@ -108,6 +115,10 @@ impl Zygote {
         if let Some(terminal) = spec.terminal {
             pass_terminal(&mut command, terminal);
         }
+        match spec.cpu_mode {
+            Some(mode) => command.env(CPU_MODE_VAR, mode),
+            None => command.env_remove(CPU_MODE_VAR),
+        };
         let mut child = command
             .arg("-c")
             .arg(BOOTSTRAP)

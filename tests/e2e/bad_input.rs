@@ -226,7 +226,8 @@ fn durations_out_of_range_are_usage_errors_in_the_config_file() {
     }
     // The other numbers have their command line's bounds too.
     for (line, needle) in [
-        ("workers = 0", "expected at least 1 worker"),
+        ("workers = -1", "expected a number of workers"),
+        ("workers = 'many'", "`auto`"),
         ("policy-memory-mib = 0", "expected 1 to 4096 MiB"),
         ("policy-memory-mib = 4097", "expected 1 to 4096 MiB"),
         ("max-worker-restart = -1", "max-worker-restart"),

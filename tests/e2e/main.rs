@@ -25,3 +25,4 @@ mod supervision;
 mod support;
 mod terminal;
 mod watch;
+mod xdist_options;

@@ -167,15 +167,22 @@ pub fn run(mut cmd: Command, cwd: &Path) -> Ran {
     }
 }
 
-/// Keeps the outer environment from changing what pytest does.
+/// Keeps the outer environment from changing what pytest does (what the
+/// test itself set stays).
 pub fn clean_env(cmd: &mut Command) {
     for var in [
         "PYTEST_ADDOPTS",
         "PYTEST_PLUGINS",
         "PYTEST_XDIST_WORKER",
         "PYTEST_XDIST_WORKER_COUNT",
+        "PYTEST_XDIST_AUTO_NUM_WORKERS",
     ] {
-        cmd.env_remove(var);
+        if !cmd
+            .get_envs()
+            .any(|(name, value)| name == var && value.is_some())
+        {
+            cmd.env_remove(var);
+        }
     }
 }
 
@@ -336,6 +343,46 @@ pub fn compare_outcomes_with_env(
     pytest_args: &[&str],
     env: &[(&str, &str)],
 ) {
+    compare(&Comparison {
+        dir,
+        workers: &workers.to_string(),
+        pytest_args,
+        env,
+        ..Default::default()
+    });
+}
+
+/// How tests/compare_outcomes.py runs plain pytest and runner.
+pub struct Comparison<'a> {
+    pub dir: &'a Path,
+    /// runner's `-n`; `none` for none (pytest's own `-n` decides).
+    pub workers: &'a str,
+    /// For both.
+    pub pytest_args: &'a [&'a str],
+    /// For plain pytest only, before `pytest_args`.
+    pub plain_pytest_args: &'a [&'a str],
+    /// For both.
+    pub env: &'a [(&'a str, &'a str)],
+    /// The interpreter of both (default: python3).
+    pub python: Option<&'a Path>,
+}
+
+impl Default for Comparison<'_> {
+    fn default() -> Self {
+        Comparison {
+            dir: Path::new("."),
+            workers: "2",
+            pytest_args: &[],
+            plain_pytest_args: &[],
+            env: &[],
+            python: None,
+        }
+    }
+}
+
+/// Runs tests/compare_outcomes.py; fails unless runner's outcomes equal
+/// plain pytest's.
+pub fn compare(how: &Comparison) {
     let py = require_python();
     let script = repo_root().join("tests").join("compare_outcomes.py");
     let mut cmd = Command::new(py);
@@ -343,18 +390,28 @@ pub fn compare_outcomes_with_env(
         .arg("--runner")
         .arg(runner_bin())
         .arg("--suite")
-        .arg(dir)
+        .arg(how.dir)
         .arg("-n")
-        .arg(workers.to_string())
-        .arg("--")
-        .args(pytest_args)
-        .envs(env.iter().copied());
+        .arg(how.workers);
+    if let Some(python) = how.python {
+        cmd.arg("--python").arg(python);
+    }
+    for arg in how.plain_pytest_args {
+        cmd.arg(format!("--pytest-arg={arg}"));
+    }
+    cmd.arg("--")
+        .args(how.pytest_args)
+        .envs(how.env.iter().copied());
     let ran = run(cmd, &repo_root());
     assert_eq!(
         ran.code,
         Some(0),
-        "runner's outcomes differ from plain pytest's ({}, -n {workers}, pytest args {pytest_args:?}, env {env:?})\n{}",
-        dir.display(),
+        "runner's outcomes differ from plain pytest's ({}, -n {}, pytest args {:?}, plain pytest's {:?}, env {:?})\n{}",
+        how.dir.display(),
+        how.workers,
+        how.pytest_args,
+        how.plain_pytest_args,
+        how.env,
         ran.describe()
     );
     assert!(

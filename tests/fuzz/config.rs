@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use runner::config::{FileConfig, FileKind, MAX_SECS, ProjectConfig, parse};
+use runner::workers::Workers;
 use toml::{Table, Value};
 
 use crate::{cases, text};
@@ -91,9 +92,13 @@ fn value() -> impl Strategy<Value = Value> {
 /// A value for `key`, of the right type more often than not.
 fn value_for(key: &'static str) -> BoxedStrategy<Value> {
     let right: BoxedStrategy<Value> = match key {
-        "workers" | "max-worker-restart" | "policy-memory-mib" => {
-            integer().prop_map(Value::Integer).boxed()
-        }
+        "workers" => prop_oneof![
+            3 => integer().prop_map(Value::Integer),
+            1 => prop::sample::select(vec!["auto", "logical", "Auto", "0", "-1", "many", ""])
+                .prop_map(|s| Value::String(s.to_owned())),
+        ]
+        .boxed(),
+        "max-worker-restart" | "policy-memory-mib" => integer().prop_map(Value::Integer).boxed(),
         "junitxml" | "plugins-dir" => text().prop_map(Value::String).boxed(),
         "policies" => prop::collection::vec(text().prop_map(Value::String), 0..3)
             .prop_map(Value::Array)
@@ -142,7 +147,15 @@ fn model(doc: &Table) -> Result<FileConfig, Vec<String>> {
     };
     for (key, value) in doc {
         let ok = match key.as_str() {
-            "workers" => u32_in(value, 1, u32::MAX as i64).map(|n| config.workers = Some(n)),
+            "workers" => {
+                let workers = match value {
+                    Value::String(s) if s == "auto" => Some(Workers::Auto),
+                    Value::String(s) if s == "logical" => Some(Workers::Logical),
+                    Value::String(s) => s.parse().ok().map(Workers::Count),
+                    _ => u32_in(value, 0, u32::MAX as i64).map(Workers::Count),
+                };
+                workers.map(|w| config.workers = Some(w))
+            }
             "max-worker-restart" => {
                 u32_in(value, 0, u32::MAX as i64).map(|n| config.max_worker_restart = Some(n))
             }
@@ -309,8 +322,8 @@ fn out_of_range_values_are_refused_with_the_key_and_line() {
         ("global-timeout = inf", "global-timeout"),
         ("policy-deadline = 0", "policy-deadline"),
         ("timeout = 1e300", "timeout"),
-        ("workers = 0", "workers"),
         ("workers = -2", "workers"),
+        ("workers = 'many'", "workers"),
         ("policy-memory-mib = 4097", "policy-memory-mib"),
         ("max-worker-restart = 4294967296", "max-worker-restart"),
     ] {

@@ -17,6 +17,8 @@ use runner::wire::{
     CollectError, Collected, Debugger, Inbound, MAX_FRAME, OutputMode, PhaseReport, Role,
     SessionStop, SkipLocation, WarningRecord, WireError, read_frame,
 };
+use runner::workers::{CpuCounts, Workers};
+use runner::xdist::XdistOptions;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -200,11 +202,12 @@ fn collected() -> impl Strategy<Value = Collected> {
             timeout(),
             prop_oneof![Just(OutputMode::Captured), Just(OutputMode::Live)],
             prop::option::of(prop_oneof![Just(Debugger::Pdb), Just(Debugger::Trace)]),
+            xdist_options(),
         ),
     )
         .prop_map(
             |((rootdir, python, pytest), tests, errors, warnings, rest)| {
-                let (deselected, interrupted, maxfail, timeout, output, debugger) = rest;
+                let (deselected, interrupted, maxfail, timeout, output, debugger, xdist) = rest;
                 Collected {
                     rootdir,
                     python,
@@ -218,6 +221,45 @@ fn collected() -> impl Strategy<Value = Collected> {
                     timeout,
                     output,
                     debugger,
+                    xdist,
+                }
+            },
+        )
+}
+
+fn workers() -> impl Strategy<Value = Workers> {
+    prop_oneof![
+        any::<u32>().prop_map(Workers::Count),
+        Just(Workers::Auto),
+        Just(Workers::Logical),
+    ]
+}
+
+fn xdist_options() -> impl Strategy<Value = XdistOptions> {
+    (
+        prop::option::of(workers()),
+        any::<Option<u32>>(),
+        any::<Option<u32>>(),
+        prop::option::of(text()),
+        prop::collection::vec(text(), 0..3),
+        any::<bool>(),
+        any::<(Option<u32>, Option<u32>)>(),
+        prop::collection::vec(text(), 0..2),
+    )
+        .prop_map(
+            |(numprocesses, maxprocesses, maxworkerrestart, dist, tx, looponfail, cpus, notes)| {
+                XdistOptions {
+                    numprocesses,
+                    maxprocesses,
+                    maxworkerrestart,
+                    dist,
+                    tx,
+                    looponfail,
+                    cpus: CpuCounts {
+                        auto: cpus.0,
+                        logical: cpus.1,
+                    },
+                    notes,
                 }
             },
         )
@@ -239,7 +281,7 @@ fn message() -> impl Strategy<Value = Inbound> {
                 worker,
                 test
             }),
-        collected().prop_map(Inbound::Collected),
+        collected().prop_map(|c| Inbound::Collected(Box::new(c))),
         (text(), any::<i32>()).prop_map(|(worker, pid)| Inbound::Forked { worker, pid }),
         (
             text(),
@@ -350,15 +392,31 @@ fn to_wire(message: &Inbound, omit: bool, extra: &[(String, Value)]) -> Vec<u8> 
 
 fn collected_json(c: &Collected) -> Value {
     json!({
-        "rootdir": c.rootdir, "python": c.python, "pytest": c.pytest,
-        "tests": c.tests, "errors": c.errors.iter().map(|e| json!({
-            "id": e.id, "longrepr": e.longrepr, "message": e.message,
-        })).collect::<Vec<_>>(),
-        "warnings": c.warnings.iter().map(warning_json).collect::<Vec<_>>(),
-        "deselected": c.deselected, "interrupted": c.interrupted,
-        "maxfail": c.maxfail, "timeout": c.timeout,
-        "output": match c.output { OutputMode::Captured => "captured", OutputMode::Live => "live" },
-        "debugger": c.debugger.map(Debugger::option),
+    "rootdir": c.rootdir, "python": c.python, "pytest": c.pytest,
+    "tests": c.tests, "errors": c.errors.iter().map(|e| json!({
+        "id": e.id, "longrepr": e.longrepr, "message": e.message,
+    })).collect::<Vec<_>>(),
+    "warnings": c.warnings.iter().map(warning_json).collect::<Vec<_>>(),
+    "deselected": c.deselected, "interrupted": c.interrupted,
+    "maxfail": c.maxfail, "timeout": c.timeout,
+    "output": match c.output { OutputMode::Captured => "captured", OutputMode::Live => "live" },
+    "debugger": c.debugger.map(Debugger::option),
+    "xdist": xdist_json(&c.xdist),
+        })
+}
+
+/// As the shim writes it: `-n` as a number or a word, every field present
+/// (None as null).
+fn xdist_json(x: &XdistOptions) -> Value {
+    let numprocesses = x.numprocesses.map(|w| match w {
+        Workers::Count(n) => json!(n),
+        word => json!(word.to_string()),
+    });
+    json!({
+        "numprocesses": numprocesses, "maxprocesses": x.maxprocesses,
+        "maxworkerrestart": x.maxworkerrestart, "dist": x.dist, "tx": x.tx,
+        "looponfail": x.looponfail,
+        "cpus": {"auto": x.cpus.auto, "logical": x.cpus.logical}, "notes": x.notes,
     })
 }
 
@@ -406,11 +464,26 @@ fn strip_defaults(tag: &str, fields: &mut Value) {
             items.iter_mut().for_each(|item| strip(item, keys));
         }
     }
+    if let Some(xdist) = fields.get_mut("xdist") {
+        let keys = [
+            "numprocesses",
+            "maxprocesses",
+            "maxworkerrestart",
+            "dist",
+            "tx",
+            "notes",
+        ];
+        strip(xdist, &keys);
+    }
 }
 
 /// Fields that are an `Option` in the host: only `null` is their default.
 const OPTIONS: &[&str] = &[
     "worker",
+    "numprocesses",
+    "maxprocesses",
+    "maxworkerrestart",
+    "dist",
     "id",
     "timeout",
     "interrupted",

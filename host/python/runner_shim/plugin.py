@@ -13,7 +13,7 @@ import platform
 
 import pytest
 
-from . import output, xdist_compat
+from . import output, xdist_compat, xdist_options
 from .controller import LOST_WORDS, serialize_warning
 from .framing import Channel
 from .zygote import Zygote
@@ -46,6 +46,16 @@ class RunnerPlugin:
 
     def pytest_addoption(self, parser):
         parser.addini("runner_timeout", "runner: default per-test timeout in seconds", default="")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_load_initial_conftests(self, early_config, parser, args):
+        yield
+        xdist_options.register_missing(parser)  # once conftests could bring xdist
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_cmdline_main(self, config):
+        xdist_options.take_over(config)  # before xdist's own hooks act on them
+        yield
 
     def pytest_configure(self, config):
         self.config = config
@@ -117,6 +127,7 @@ class RunnerPlugin:
                 "maxfail": config.option.maxfail or 0,
                 "timeout": _float_or_none(config.getini("runner_timeout")),
                 **output.describe(config),
+                "xdist": xdist_options.taken(config),
             }
         )
         if interrupted:

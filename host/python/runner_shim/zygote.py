@@ -84,6 +84,8 @@ class Zygote:
                 self.children[pid] = message["worker"]
                 self.channel.send({"t": "forked", "worker": message["worker"], "pid": pid})
         close_wakeup()
+        if message is not None and message.get("kill_workers"):
+            self._kill_all()
         self._wait_all()
         self.channel.close()
         if message is not None:
@@ -113,6 +115,13 @@ class Zygote:
             if pid == 0:
                 return
             self._report_exit(pid, status)
+
+    def _kill_all(self):
+        for pid in self.children:
+            with contextlib.suppress(OSError):  # gone already
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):  # not yet its own group
+                os.kill(pid, signal.SIGKILL)
 
     def _wait_all(self):
         while self.children:

@@ -525,6 +525,7 @@ impl<'a> Run<'a> {
                 drop_pending: stopping,
                 end: None,
                 silent: false,
+                kill_workers: false,
             }
         } else {
             worker.assigned.extend(ids.iter().cloned());
@@ -704,6 +705,7 @@ impl<'a> Run<'a> {
                     drop_pending: true,
                     end: None,
                     silent: false,
+                    kill_workers: false,
                 },
             )
             .await;
