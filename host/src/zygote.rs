@@ -24,6 +24,7 @@ macro_rules! shim_modules {
 const SHIM_MODULES: &[(&str, &str)] = shim_modules![
     "__init__.py",
     "controller.py",
+    "coverage_fork.py",
     "framing.py",
     "output.py",
     "plugin.py",

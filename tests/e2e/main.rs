@@ -18,6 +18,7 @@ mod hostile;
 mod json_stream;
 mod live;
 mod live_output;
+mod plugins;
 mod pytest_semantics;
 mod reports;
 mod shim;

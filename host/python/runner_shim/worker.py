@@ -14,6 +14,7 @@ from collections import deque
 
 import pytest
 
+from . import coverage_fork
 from .framing import Channel, signals_deferred
 from .output import WorkerOutput
 from .processes import record_forks
@@ -52,12 +53,17 @@ class Worker:
         channel.send({**hello, "role": "worker"})
         os.register_at_fork(after_in_child=self._forked_by_a_test)
         try:
-            self._loop(channel)
-        except (KeyboardInterrupt, pytest.exit.Exception) as stop:
-            # pytest stops the session here: tell the host, then tear down
-            # what is set up, as pytest's end of session would.
-            self._stop_session(channel, stop)
-            self._teardown()
+            try:
+                self._loop(channel)
+            except (KeyboardInterrupt, pytest.exit.Exception) as stop:
+                # pytest stops the session here: tell the host, then tear
+                # down what is set up, as pytest's end of session would.
+                self._stop_session(channel, stop)
+                self._teardown()
+            # Before the connections close: the host counts a worker whose
+            # connection closed as gone, and stops what is left of it.
+            self._finish_session()
+            coverage_fork.save_in_worker()
         finally:
             faulthandler.unregister(signal.SIGUSR1)
             faulthandler.disable()
@@ -66,7 +72,6 @@ class Worker:
             finally:
                 self.evidence.close()
                 self.output.close()
-        self._finish_session()
         # The rest of the session's end belongs to the zygote, which
         # replays every report: a worker's would run main-process plugins
         # a second time (a JUnit file, a coverage report, a terminal summary
@@ -144,6 +149,7 @@ class Worker:
         os.setpgid(0, 0)
         record_forks(os.path.join(os.path.dirname(self.plugin.socket_path), "forks"))
         as_xdist_worker(self.config, self.worker_id, self.worker_count)
+        coverage_fork.restart_in_worker()
         # Siblings must not share the zygote's random state.
         random.seed()
         # The global capture's temp file is shared with the zygote and the
