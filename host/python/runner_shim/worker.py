@@ -61,7 +61,10 @@ class Worker:
                 self._stop_session(channel, stop)
                 self._teardown()
             # Before the connections close: the host counts a worker whose
-            # connection closed as gone, and stops what is left of it.
+            # connection closed as gone, and stops what is left of it. The
+            # last result goes out first: what follows is outside any test.
+            with contextlib.suppress(OSError):  # the host is gone: nobody to tell
+                channel.flush()
             self._finish_session()
             coverage_fork.save_in_worker()
         finally:

@@ -541,21 +541,27 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Settles each lost worker whose evidence is all in.
+    async fn settle_lost_workers(&mut self) -> Result<()> {
+        let lost: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.lost_at.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in lost {
+            self.try_finalize(&id).await?;
+        }
+        Ok(())
+    }
+
     async fn on_closed(&mut self, conn: ConnId) -> Result<()> {
         self.cx.peers.closed(conn);
         if self.output.is_stream(conn) {
             let last = self.output.close(conn);
             self.show_output(last);
             // A lost worker's test may have waited for the end of its output.
-            let lost: Vec<String> = self
-                .workers
-                .iter()
-                .filter(|(_, w)| w.lost_at.is_some())
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in lost {
-                self.try_finalize(&id).await?;
-            }
+            self.settle_lost_workers().await?;
             return Ok(());
         }
         let Some((id, evidence)) = self.conns.remove(&conn) else {
@@ -770,15 +776,7 @@ impl<'a> Run<'a> {
             self.emit(event);
         }
         self.check_leftovers();
-        let lost: Vec<String> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.lost_at.is_some())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in lost {
-            self.try_finalize(&id).await?;
-        }
+        self.settle_lost_workers().await?;
         Ok(())
     }
 
