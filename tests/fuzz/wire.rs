@@ -130,7 +130,12 @@ fn test_case() -> impl Strategy<Value = TestCase> {
 }
 
 fn warning() -> impl Strategy<Value = WarningRecord> {
-    (text(), text()).prop_map(|(nodeid, message)| WarningRecord { nodeid, message })
+    (text(), text()).prop_map(|(nodeid, message)| WarningRecord {
+        nodeid,
+        message,
+        pytest: None,
+        when: None,
+    })
 }
 
 fn phase_report() -> impl Strategy<Value = PhaseReport> {
@@ -167,6 +172,7 @@ fn phase_report() -> impl Strategy<Value = PhaseReport> {
                 message,
                 wasxfail,
                 skip,
+                pytest: None,
             },
         )
 }
@@ -296,6 +302,7 @@ fn message() -> impl Strategy<Value = Inbound> {
                 signal,
             }),
         Just(()).prop_map(|_| Inbound::Ready),
+        Just(()).prop_map(|_| Inbound::Reported),
         text().prop_map(|id| Inbound::Started { id }),
         (
             text(),
@@ -358,6 +365,7 @@ fn to_wire(message: &Inbound, omit: bool, extra: &[(String, Value)]) -> Vec<u8> 
             }),
         ),
         Inbound::Ready => ("ready", json!({})),
+        Inbound::Reported => ("reported", json!({})),
         Inbound::Started { id } => ("started", json!({ "id": id })),
         Inbound::Result {
             id,
