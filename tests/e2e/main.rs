@@ -20,6 +20,7 @@ mod live;
 mod live_output;
 mod pytest_semantics;
 mod reports;
+mod reruns;
 mod shim;
 mod supervision;
 mod support;
