@@ -118,7 +118,11 @@ pub enum RunEvent {
     TestFinished {
         id: String,
         worker: String,
+        /// runner's attempt at the test: 1 (runner does not run a test
+        /// twice; pytest's reruns are `attempts`).
         attempt: u32,
+        /// The final outcome: the last attempt's, when a rerun plugin
+        /// (pytest-rerunfailures) ran the test again.
         outcome: Outcome,
         #[serde(deserialize_with = "secs")]
         duration_secs: f64,
@@ -127,9 +131,16 @@ pub enum RunEvent {
         /// The failure text (traceback) or skip reason; empty when passed.
         #[serde(default)]
         longrepr: String,
-        /// pytest's reports, one per phase, as the worker sent them.
+        /// pytest's reports, one per phase, as the worker sent them
+        /// (every attempt's, the `rerun` ones included).
         #[serde(default)]
         reports: Vec<PhaseReport>,
+        /// How many times pytest ran the test: 1 plus its reruns.
+        #[serde(default = "one")]
+        attempts: u32,
+        /// An earlier attempt failed and the last one passed.
+        #[serde(default)]
+        flaky: bool,
     },
     /// A worker is gone while it held a test or outside one.
     WorkerLost {
@@ -276,6 +287,10 @@ pub enum UntrustedCause {
     },
     /// A worker sent something that is not the protocol.
     BadMessage { from: String, error: String },
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// JSON has no NaN or infinity, so serde_json writes them as `null`; such a

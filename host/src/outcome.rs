@@ -1,5 +1,11 @@
 //! Turning a test's phase reports (setup, call, teardown) into the one
 //! outcome the policies and the run log see.
+//!
+//! A rerun plugin (pytest-rerunfailures) runs a failing test again in the
+//! same worker: the test's reports are then several attempts in a row, each
+//! starting with its setup report, and an attempt that was run again carries
+//! a `rerun` report (outcome and category "rerun") where it failed. Only the
+//! last attempt decides the outcome, as in pytest's own report.
 
 use crate::events::LostCause;
 use crate::model::{Outcome, TestResult};
@@ -9,6 +15,7 @@ use crate::wire::PhaseReport;
 /// an error; a skipped or xfailed setup is that; otherwise the call decides,
 /// and a failing teardown turns anything but a failure into an error.
 pub fn outcome_of(reports: &[PhaseReport]) -> Outcome {
+    let reports = final_attempt(reports);
     let phase = |when: &str| reports.iter().find(|r| r.when == when);
     let mut outcome = match phase("setup") {
         Some(setup) if setup.outcome != "passed" => category_outcome(setup),
@@ -25,6 +32,53 @@ pub fn outcome_of(reports: &[PhaseReport]) -> Outcome {
         outcome = Outcome::Error;
     }
     outcome
+}
+
+/// Whether pytest-rerunfailures logged this report for an attempt it then
+/// ran again: not a result.
+pub fn is_rerun(report: &PhaseReport) -> bool {
+    report.outcome == "rerun" || report.category == "rerun"
+}
+
+/// The reports of the test's last attempt: from the first setup report after
+/// the last `rerun` report (an attempt goes on logging its later phases
+/// after the one that triggered the rerun). All of them when none was rerun.
+pub fn final_attempt(reports: &[PhaseReport]) -> &[PhaseReport] {
+    let Some(last_rerun) = reports.iter().rposition(is_rerun) else {
+        return reports;
+    };
+    let after = &reports[last_rerun + 1..];
+    let start = after.iter().position(|r| r.when == "setup").unwrap_or(0);
+    &after[start..]
+}
+
+/// How many times pytest ran a test, and whether it is flaky.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempts {
+    /// 1 plus the number of attempts that were run again.
+    pub count: u32,
+    /// An earlier attempt failed and the last one passed.
+    pub flaky: bool,
+}
+
+pub fn attempts_of(reports: &[PhaseReport]) -> Attempts {
+    let mut reruns = 0;
+    let mut counted = false;
+    for report in reports {
+        if report.when == "setup" {
+            counted = false;
+        }
+        // An attempt may have two rerun reports (its call and its teardown).
+        if is_rerun(report) && !counted {
+            reruns += 1;
+            counted = true;
+        }
+    }
+    let passed = matches!(outcome_of(reports), Outcome::Passed | Outcome::Xpassed);
+    Attempts {
+        count: 1 + reruns,
+        flaky: reruns > 0 && passed,
+    }
 }
 
 fn category_outcome(report: &PhaseReport) -> Outcome {
@@ -159,8 +213,9 @@ fn head_line(id: &str) -> String {
 pub fn test_result(id: &str, worker: &str, reports: &[PhaseReport]) -> TestResult {
     let outcome = outcome_of(reports);
     // The text pytest's JUnit XML has: the report as the terminal shows
-    // it, without the blank line and indentation it starts with.
-    let longrepr = reports
+    // it, without the blank line and indentation it starts with; the last
+    // attempt's (earlier attempts' reports stay in the run log).
+    let longrepr = final_attempt(reports)
         .iter()
         .filter(|r| !r.longrepr.trim().is_empty())
         .map(|r| match (&r.skip, &r.wasxfail) {
@@ -182,6 +237,7 @@ pub fn test_result(id: &str, worker: &str, reports: &[PhaseReport]) -> TestResul
             .last()
             .map(|r| r.sections.clone())
             .unwrap_or_default(),
+        // Every attempt's, so that a reporter sees the reruns.
         phases: reports
             .iter()
             .map(|r| (r.when.clone(), r.category.clone()))
@@ -262,6 +318,88 @@ mod tests {
             report("teardown", "failed", "error"),
         ];
         assert_eq!(outcome_of(&both), Outcome::Failed);
+    }
+
+    /// pytest-rerunfailures' reports for a test whose attempts end with
+    /// these calls: each attempt but the last is a rerun.
+    fn attempts(calls: &[(&str, &str)]) -> Vec<PhaseReport> {
+        let mut reports = vec![];
+        for (i, (outcome, category)) in calls.iter().enumerate() {
+            let mut call = report("call", outcome, category);
+            if i + 1 < calls.len() {
+                call = report("call", "rerun", "rerun");
+            }
+            if call.outcome != "passed" {
+                call.longrepr = format!("attempt {}", i + 1);
+            }
+            reports.extend(passing(call));
+        }
+        reports
+    }
+
+    #[test]
+    fn the_last_attempt_decides_after_reruns() {
+        let flaky = attempts(&[("failed", "failed"), ("passed", "passed")]);
+        assert_eq!(outcome_of(&flaky), Outcome::Passed);
+        assert_eq!(
+            attempts_of(&flaky),
+            Attempts {
+                count: 2,
+                flaky: true
+            }
+        );
+        let result = test_result("t.py::t", "gw0", &flaky);
+        assert_eq!(result.outcome, Outcome::Passed);
+        assert_eq!(result.longrepr, "");
+        assert_eq!(result.phases[1], ("call".into(), "rerun".into()));
+        assert_eq!(result.phases.len(), 6);
+
+        let failing = attempts(&[("f", ""), ("f", ""), ("failed", "failed")]);
+        assert_eq!(outcome_of(&failing), Outcome::Failed);
+        assert_eq!(
+            attempts_of(&failing),
+            Attempts {
+                count: 3,
+                flaky: false
+            }
+        );
+        assert_eq!(test_result("t", "gw0", &failing).longrepr, "attempt 3");
+
+        let once = passing(report("call", "passed", "passed"));
+        assert_eq!(
+            attempts_of(&once),
+            Attempts {
+                count: 1,
+                flaky: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_rerun_teardown_belongs_to_its_attempt() {
+        // The call failed and triggered the rerun; its teardown failed too
+        // and is logged as a rerun as well: still one rerun attempt.
+        let mut reports = vec![
+            report("setup", "passed", ""),
+            report("call", "rerun", "rerun"),
+            report("teardown", "rerun", "rerun"),
+        ];
+        reports.extend(passing(report("call", "passed", "passed")));
+        assert_eq!(
+            attempts_of(&reports),
+            Attempts {
+                count: 2,
+                flaky: true
+            }
+        );
+        // A passing teardown of the rerun attempt is not the last one's.
+        let mut reports = vec![
+            report("setup", "passed", ""),
+            report("call", "rerun", "rerun"),
+            report("teardown", "failed", "error"),
+        ];
+        reports.extend(passing(report("call", "passed", "passed")));
+        assert_eq!(outcome_of(&reports), Outcome::Passed);
     }
 
     #[test]

@@ -31,6 +31,12 @@ struct TestRecord {
     durations: Vec<f64>,
     #[serde(default)]
     quarantined: bool,
+    /// Whether each of `recent` was flaky: failed, then passed on a rerun
+    /// (pytest-rerunfailures). Kept here only: the policies' `test-history`
+    /// has no place for it yet. Shorter than `recent` in a file written
+    /// before it existed; the missing, older runs count as not flaky.
+    #[serde(default)]
+    flaky: Vec<bool>,
 }
 
 /// The per-test history, loaded at start and saved at the end of a run.
@@ -90,15 +96,20 @@ impl History {
             id,
             outcome,
             duration_secs,
+            flaky,
             ..
         } = event
         {
-            self.record(id, *outcome, *duration_secs);
+            self.record(id, *outcome, *duration_secs, *flaky);
         }
     }
 
-    pub fn record(&mut self, id: &str, outcome: Outcome, duration_secs: f64) {
+    pub fn record(&mut self, id: &str, outcome: Outcome, duration_secs: f64, flaky: bool) {
         let record = self.file.tests.entry(id.to_owned()).or_default();
+        // Aligned with `recent` first (a file from before `flaky` existed).
+        record.flaky.resize(record.recent.len(), false);
+        record.flaky.insert(0, flaky);
+        record.flaky.truncate(HISTORY_DEPTH);
         record.recent.insert(0, outcome);
         record.recent.truncate(HISTORY_DEPTH);
         record.durations.insert(0, duration_secs);
@@ -145,14 +156,30 @@ mod tests {
     fn history_round_trips_and_averages_durations() {
         let dir = tempfile::tempdir().unwrap();
         let mut history = History::load(dir.path(), &mut |w| panic!("{w}"));
-        history.record("a", Outcome::Passed, 1.0);
-        history.record("a", Outcome::Failed, 3.0);
+        history.record("a", Outcome::Passed, 1.0, true);
+        history.record("a", Outcome::Failed, 3.0, false);
         history.save().unwrap();
         let history = History::load(dir.path(), &mut |w| panic!("{w}"));
         let seen = history.for_tests(["a", "unknown"].into_iter());
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].recent, vec![Outcome::Failed, Outcome::Passed]);
         assert_eq!(seen[0].mean_duration_secs, Some(2.0));
+        assert_eq!(history.file.tests["a"].flaky, vec![false, true]);
+    }
+
+    #[test]
+    fn flaky_runs_stay_aligned_with_a_history_from_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("history.json"),
+            br#"{"version": 1, "tests": {"a": {"recent": ["failed", "passed"], "durations": [1.0, 1.0]}}}"#,
+        )
+        .unwrap();
+        let mut history = History::load(dir.path(), &mut |w| panic!("{w}"));
+        history.record("a", Outcome::Passed, 1.0, true);
+        let record = &history.file.tests["a"];
+        assert_eq!(record.recent.len(), 3);
+        assert_eq!(record.flaky, vec![true, false, false]);
     }
 
     #[test]
@@ -167,7 +194,7 @@ mod tests {
         let mut history = History::load(dir.path(), &mut |w| warnings.push(w));
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("corrupt"), "{warnings:?}");
-        history.record("a", Outcome::Passed, 1.0);
+        history.record("a", Outcome::Passed, 1.0, false);
         history.save().unwrap();
         let mut none = vec![];
         assert_eq!(

@@ -21,6 +21,7 @@ mod live_output;
 mod plugins;
 mod pytest_semantics;
 mod reports;
+mod reruns;
 mod shim;
 mod supervision;
 mod support;

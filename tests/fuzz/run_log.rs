@@ -112,9 +112,14 @@ fn event() -> impl Strategy<Value = RunEvent> {
             prop::collection::vec((text(), text()), 0..4),
             text(),
         ),
+        (any::<u32>(), any::<bool>()),
     )
         .prop_map(
-            |((id, worker, outcome, attempt), (duration_secs, phases, longrepr))| {
+            |(
+                (id, worker, outcome, attempt),
+                (duration_secs, phases, longrepr),
+                (attempts, flaky),
+            )| {
                 RunEvent::TestFinished {
                     id,
                     worker,
@@ -124,6 +129,8 @@ fn event() -> impl Strategy<Value = RunEvent> {
                     phases,
                     longrepr,
                     reports: Vec::new(),
+                    attempts,
+                    flaky,
                 }
             },
         );

@@ -163,10 +163,15 @@ impl TerminalSink {
                 id,
                 outcome,
                 reports,
+                attempts,
+                flaky,
                 ..
             } => {
                 for report in reports {
                     self.stats.add(&report.category, 1);
+                }
+                if *flaky {
+                    self.notes.push(flaky_note(id, *attempts));
                 }
                 if outcome.is_failure() {
                     self.problems.push(Problem {
@@ -291,6 +296,15 @@ fn not_run_note(count: usize) -> String {
         1 => "1 planned test did not run".to_owned(),
         n => format!("{n} planned tests did not run"),
     }
+}
+
+/// "flaky: t.py::test_x failed once, then passed on attempt 2".
+fn flaky_note(id: &str, attempts: u32) -> String {
+    let failed = match attempts.saturating_sub(1) {
+        1 => "once".to_owned(),
+        n => format!("{n} times"),
+    };
+    format!("flaky: {id} failed {failed}, then passed on attempt {attempts}")
 }
 
 fn untrusted(cause: &UntrustedCause) -> String {

@@ -486,6 +486,7 @@ impl<'a> Run<'a> {
             .filter(|r| r.outcome == "failed" && r.wasxfail.is_none())
             .count() as u32;
         let result = test_result(id, worker, &reports);
+        let attempts = crate::outcome::attempts_of(&reports);
         self.output.finished(worker, id);
         crate::panic::injected("result");
         self.emit(RunEvent::TestFinished {
@@ -497,6 +498,8 @@ impl<'a> Run<'a> {
             phases: result.phases,
             longrepr: result.longrepr,
             reports,
+            attempts: attempts.count,
+            flaky: attempts.flaky,
         });
         self.finished += 1;
         self.failures += failed;

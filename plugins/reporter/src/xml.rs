@@ -97,6 +97,7 @@ impl Suite {
                 element(out, "skipped", Some("pytest.xfail"), longrepr, None);
             }
         }
+        reruns(out, result);
         captured(out, "system-out", result, |title| !title.contains("stderr"));
         captured(out, "system-err", result, |title| title.contains("stderr"));
         out.push_str("</testcase>");
@@ -156,6 +157,45 @@ fn crash_message(longrepr: &str) -> String {
         .map(str::trim);
     let last = lines.rfind(|l| !l.trim().is_empty()).map(str::trim);
     String::from(first_e.or(last).unwrap_or(""))
+}
+
+/// Writes an element per attempt a rerun plugin (pytest-rerunfailures) ran
+/// again, in the form Maven surefire writes and CI systems read: a
+/// `flakyFailure` in a test that then passed, a `rerunFailure` in one that
+/// did not. The `test-result` carries only the last attempt's text, so they
+/// name the attempt and the phase it failed in, without its traceback.
+fn reruns(out: &mut String, result: &TestResult) {
+    let failed_in = rerun_phases(&result.phases);
+    let tag = match result.outcome {
+        Outcome::Passed | Outcome::Xpassed => "flakyFailure",
+        _ => "rerunFailure",
+    };
+    let attempts = failed_in.len() + 1;
+    for (i, phase) in failed_in.iter().enumerate() {
+        let message = alloc::format!(
+            "attempt {} of {attempts} failed on {phase}, so the test was run again",
+            i + 1
+        );
+        element(out, tag, Some("pytest.rerun"), &message, None);
+    }
+}
+
+/// The phase each rerun attempt failed in. An attempt starts at its setup
+/// phase; one that was run again has a phase of category "rerun" (its call
+/// and its teardown may both have one).
+fn rerun_phases(phases: &[(String, String)]) -> alloc::vec::Vec<&str> {
+    let mut failed_in = alloc::vec::Vec::new();
+    let mut counted = false;
+    for (when, category) in phases {
+        if when == "setup" {
+            counted = false;
+        }
+        if category == "rerun" && !counted {
+            failed_in.push(when.as_str());
+            counted = true;
+        }
+    }
+    failed_in
 }
 
 /// Writes `<tag [type=..] message=..>text</tag>`, or a self-closing tag
