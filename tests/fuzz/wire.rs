@@ -488,6 +488,8 @@ fn strip_defaults(tag: &str, fields: &mut Value) {
 /// Fields that are an `Option` in the host: only `null` is their default.
 const OPTIONS: &[&str] = &[
     "worker",
+    "test",
+    "debugger",
     "numprocesses",
     "maxprocesses",
     "maxworkerrestart",

@@ -36,9 +36,30 @@ class Controller:
         self.runs = 0
         terminal = self.terminal()
         self.showfspath = terminal is not None and terminal.showfspath
+        # pytest flushes its terminal after each test's letter: through the
+        # pipe to runner, each flush wakes runner up. Held, the output goes
+        # out when the zygote has nothing more to replay for now.
+        self.held = None
+        if terminal is not None and hasattr(terminal, "_tw"):
+            self.held = _Held(terminal._tw._file)
+            terminal._tw._file = self.held
 
     def terminal(self):
         return self.config.pluginmanager.get_plugin("terminalreporter")
+
+    def release_output(self):
+        """Writes what pytest's terminal held: the zygote is about to wait."""
+        if self.held is not None:
+            self.held.release()
+
+    def stop_holding(self):
+        """pytest's session ends: its terminal writes straight out again."""
+        terminal = self.terminal()
+        if self.held is not None:
+            self.held.release()
+            if terminal is not None and terminal._tw._file is self.held:
+                terminal._tw._file = self.held.file
+            self.held = None
 
     def start_run(self, message):
         """A run starts: for the second and later of a session, the
@@ -145,7 +166,7 @@ class Controller:
         elif self.session.shouldstop:
             terminal.write_sep("!", str(self.session.shouldstop), red=True)
         terminal.summary_stats()
-        terminal.flush()
+        self.release_output()
 
     def take_end(self, message):
         """What the host says at a run's end: notes for the summary, and why
@@ -178,6 +199,31 @@ class Controller:
         terminal = self.terminal()
         if terminal is not None:
             self.config.pluginmanager.unregister(terminal)
+
+
+class _Held:
+    """A file whose writes are held until ``release``: pytest's ``flush``
+    after each test does not reach the pipe."""
+
+    def __init__(self, file):
+        self.file = file
+        self.parts = []
+
+    def write(self, text):
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def release(self):
+        if self.parts:
+            self.file.write("".join(self.parts))
+            self.parts.clear()
+        self.file.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
 
 
 def _verbatim_subtest_values(report):

@@ -48,6 +48,7 @@ class Zygote:
 
         while True:
             if not self.channel.has_buffered_frame():
+                self.controller.release_output()
                 sources = {key.data for key, _ in selector.select()}
                 if "child" in sources:
                     os.read(wake_r, 4096)
@@ -84,6 +85,7 @@ class Zygote:
                 self.children[pid] = message["worker"]
                 self.channel.send({"t": "forked", "worker": message["worker"], "pid": pid})
         close_wakeup()
+        self.controller.stop_holding()
         if message is not None and message.get("kill_workers"):
             self._kill_all()
         self._wait_all()
