@@ -181,7 +181,7 @@ impl Descendants {
     /// SIGTERM must not take the SIGKILL for a child that ignores it along).
     pub fn stop_test(&mut self, group: i32, test: &str, grace: Duration) {
         let _ = killpg(Pid::from_raw(group), Signal::SIGTERM);
-        for pid in self.traced_to(test, group) {
+        for pid in self.traced_to(test) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
         self.stopping.push(Stopping {
@@ -270,17 +270,21 @@ impl Descendants {
             // The group outlives its leader while any member lives, so its
             // id can't have been reused by then.
             let _ = killpg(Pid::from_raw(stop.group), Signal::SIGKILL);
-            for pid in self.traced_to(&stop.test, stop.group) {
+            for pid in self.traced_to(&stop.test) {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
     }
 
-    /// Processes outside `group` that `test` started.
-    fn traced_to(&self, test: &str, group: i32) -> Vec<i32> {
+    /// Processes that `test` started, wherever they are now: one first
+    /// seen in the worker's group may have left it since (a child that
+    /// calls setpgrp after its fork), so the group it was seen in decides
+    /// nothing; those still in the worker's group get the signal twice,
+    /// harmlessly.
+    fn traced_to(&self, test: &str) -> Vec<i32> {
         self.seen
             .iter()
-            .filter(|(_, s)| s.group != group && s.test() == Some(test))
+            .filter(|(_, s)| s.test() == Some(test))
             .map(|(pid, _)| *pid)
             .collect()
     }

@@ -52,6 +52,15 @@ class Controller:
         if self.held is not None:
             self.held.release()
 
+    def forked(self):
+        """In a worker just forked: what the zygote held is the zygote's to
+        write; the worker's terminal writes straight out (its own output
+        rules apply, output.py)."""
+        terminal = self.terminal()
+        if self.held is not None and terminal is not None and terminal._tw._file is self.held:
+            terminal._tw._file = self.held.file
+        self.held = None
+
     def stop_holding(self):
         """pytest's session ends: its terminal writes straight out again."""
         terminal = self.terminal()

@@ -81,6 +81,7 @@ class Zygote:
                     # `filterwarnings = error`, fail on the ResourceWarning.
                     close_wakeup()
                     self.channel.abandon()
+                    self.controller.forked()
                     return Worker(self.plugin, self.session, message).serve()
                 self.children[pid] = message["worker"]
                 self.channel.send({"t": "forked", "worker": message["worker"], "pid": pid})
