@@ -211,20 +211,22 @@ def _markers(item):
     return sorted({mark.name for mark in item.iter_markers()})
 
 
-def _group(item):
-    mark = item.get_closest_marker("xdist_group")
+def _mark_value(item, name, keyword):
+    """The closest ``name`` marker's first argument, or its ``keyword``."""
+    mark = item.get_closest_marker(name)
     if mark is None:
         return None
-    name = mark.args[0] if mark.args else mark.kwargs.get("name")
+    return mark.args[0] if mark.args else mark.kwargs.get(keyword)
+
+
+def _group(item):
+    name = _mark_value(item, "xdist_group", "name")
     return None if name is None else str(name)
 
 
 def _timeout(item):
     """Seconds from ``@pytest.mark.timeout(N)`` (pytest-timeout's marker)."""
-    mark = item.get_closest_marker("timeout")
-    if mark is None:
-        return None
-    value = mark.args[0] if mark.args else mark.kwargs.get("timeout")
+    value = _mark_value(item, "timeout", "timeout")
     return None if value is None else _float_or_none(value)
 
 
@@ -304,19 +306,13 @@ def _serialize_report(config, report):
 
 class _Interrupted:
     """What pytest's terminal reporter shows of a KeyboardInterrupt: its
-    title and where it was raised (the lines under it)."""
+    title and where it was raised (the lines under it). It is its own
+    ``reprcrash``."""
 
-    def __init__(self, message, where):
-        self.reprcrash = _Where(message, where)
-
-    def toterminal(self, writer):
-        self.reprcrash.toterminal(writer)
-
-
-class _Where:
     def __init__(self, message, lines):
         self.message = message
         self.lines = lines
+        self.reprcrash = self
 
     def toterminal(self, writer):
         for line in self.lines:
